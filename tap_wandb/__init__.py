@@ -1,0 +1,1 @@
+"""tap-wandb: a Singer tap for Weights & Biases."""

@@ -1,0 +1,18 @@
+"""A local stand-in for W&B's GraphQL API, for tests, benchmarks and the demo."""
+
+from tap_wandb.emulator.generator import DEMO_API_KEY, DEMO_USER, advance, bench_store, demo_store
+from tap_wandb.emulator.server import Emulator, Fault, FaultPlan
+from tap_wandb.emulator.store import Run, Store
+
+__all__ = [
+    "DEMO_API_KEY",
+    "DEMO_USER",
+    "Emulator",
+    "Fault",
+    "FaultPlan",
+    "Run",
+    "Store",
+    "advance",
+    "bench_store",
+    "demo_store",
+]

@@ -1,0 +1,48 @@
+"""Serve a seeded W&B emulator: ``python -m tap_wandb.emulator [--port N] [--runs N]``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from tap_wandb.emulator.generator import DEMO_API_KEY, DEMO_USER, bench_store, demo_store
+from tap_wandb.emulator.server import Emulator
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=24, help="runs per demo project")
+    parser.add_argument("--big-run-steps", type=int, default=50_000)
+    parser.add_argument(
+        "--bench", metavar="RUNSxSTEPS", help="serve one uniform project instead, e.g. 500x1000"
+    )
+    parser.add_argument("--url-file", help="also write the URL to this file once serving")
+    args = parser.parse_args(argv)
+
+    if args.bench:
+        runs, steps = (int(part) for part in args.bench.lower().split("x"))
+        store = bench_store(runs, steps, seed=args.seed)
+    else:
+        store = demo_store(args.seed, args.runs, args.big_run_steps)
+    emulator = Emulator(store, port=args.port).start()
+    print(f"W&B emulator serving at {emulator.url}", flush=True)
+    print(f"  entity: {DEMO_USER}   api key: {DEMO_API_KEY}", flush=True)
+    if args.url_file:
+        with open(args.url_file, "w") as handle:
+            handle.write(emulator.url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    emulator.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+"""HTTP front of the emulator: W&B's ``/graphql`` endpoint and signed parquet downloads on
+loopback, with fault injection and request accounting kept off the W&B paths (``/_emulator/``).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import random
+import re
+import secrets
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tap_wandb.emulator import api
+from tap_wandb.emulator.store import Store
+
+UNAUTHORIZED = {"errors": [{"message": "user is not logged in"}]}
+
+
+@dataclass
+class Fault:
+    """One scripted fault: applied to W&B requests whose field paths contain ``match``.
+
+    ``kind`` is one of ``status`` (answer ``status`` with ``body``), ``drop`` (close the
+    connection without an answer), ``truncate`` (cut the JSON body in half), ``html`` (a 200
+    with an HTML page), ``graphql_error`` (a 200 with ``errors`` and null data) or ``delay``
+    (answer normally after ``seconds``). ``after`` matching requests pass first; then the
+    fault fires ``times`` times (-1: for ever).
+    """
+
+    kind: str
+    match: str = ""
+    status: int = 500
+    body: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    after: int = 0
+    times: int = 1
+
+    def applies(self, paths: tuple[str, ...]) -> bool:
+        return not self.match or any(self.match in path for path in paths)
+
+
+@dataclass
+class FaultPlan:
+    """Seeded, bounded fault injection for W&B requests."""
+
+    rate_limit_every: int = 0  # every Nth W&B request gets a 429
+    retry_after: float | None = 1.0  # Retry-After on those 429s (None: header left out)
+    rate_limit_reset: float | None = None  # RateLimit-Reset on those 429s
+    error_rate: float = 0.0  # share of W&B requests answered ``error_status``
+    error_status: int = 502
+    drop_rate: float = 0.0  # share of W&B requests whose connection is dropped
+    delay_rate: float = 0.0
+    delay_seconds: float = 0.0
+    max_faults: int = 1_000  # bound on the random and periodic faults above
+    seed: int = 0
+    script: list[Fault] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FaultPlan:
+        data = dict(data)
+        data["script"] = [Fault(**item) for item in data.get("script", [])]
+        return cls(**data)
+
+
+class Emulator:
+    """A W&B stand-in: ``Emulator(store).start()`` serves it on 127.0.0.1."""
+
+    def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.store = store
+        self.file_token = secrets.token_hex(8)
+        self.faults = FaultPlan()
+        self._rng = random.Random(0)
+        self._faults_fired = 0
+        self._wandb_requests = 0
+        self.stats_lock = threading.Lock()
+        self.reset_stats()
+        self.httpd = ThreadingHTTPServer((host, port), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.emulator = self  # type: ignore[attr-defined]
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> Emulator:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- faults and accounting -----------------------------------------------------------
+
+    def set_faults(self, plan: FaultPlan | None) -> None:
+        with self.stats_lock:
+            self.faults = plan or FaultPlan()
+            self._rng = random.Random(self.faults.seed)
+            self._faults_fired = 0
+            self._wandb_requests = 0
+
+    def reset_stats(self) -> None:
+        with self.stats_lock:
+            self.requests: Counter[str] = Counter()
+            self.fields: Counter[str] = Counter()
+            self.statuses: Counter[int] = Counter()
+            self.bytes_served = 0
+            self.log: list[dict[str, Any]] = []
+
+    def stats(self) -> dict[str, Any]:
+        with self.stats_lock:
+            return {
+                "requests": dict(self.requests),
+                "fields": dict(self.fields),
+                "statuses": {str(k): v for k, v in self.statuses.items()},
+                "bytes_served": self.bytes_served,
+                "total": sum(self.requests.values()),
+            }
+
+    def _record(self, kind: str, paths: tuple[str, ...], status: int, size: int, **extra) -> None:
+        with self.stats_lock:
+            self.requests[kind] += 1
+            self.fields.update(paths)
+            self.statuses[status] += 1
+            self.bytes_served += size
+            if len(self.log) < 100_000:
+                self.log.append({"kind": kind, "paths": paths, "status": status, **extra})
+
+    def _pick_fault(self, paths: tuple[str, ...]) -> Fault | None:
+        """Decide whether this W&B request is faulted (scripted faults first)."""
+        with self.stats_lock:
+            self._wandb_requests += 1
+            plan = self.faults
+            for fault in plan.script:
+                if fault.times == 0 or not fault.applies(paths):
+                    continue
+                if fault.after > 0:
+                    fault.after -= 1
+                    continue
+                if fault.times > 0:
+                    fault.times -= 1
+                return fault
+            if self._faults_fired >= plan.max_faults:
+                return None
+            chosen = None
+            if plan.rate_limit_every and self._wandb_requests % plan.rate_limit_every == 0:
+                headers = {"RateLimit-Limit": "1000", "RateLimit-Remaining": "0"}
+                if plan.retry_after is not None:
+                    headers["Retry-After"] = _number(plan.retry_after)
+                if plan.rate_limit_reset is not None:
+                    headers["RateLimit-Reset"] = _number(plan.rate_limit_reset)
+                body = json.dumps({"errors": [{"message": "rate limit exceeded"}]})
+                chosen = Fault("status", status=429, body=body, headers=headers)
+            elif plan.error_rate and self._rng.random() < plan.error_rate:
+                chosen = Fault("status", status=plan.error_status, body="<html>Bad Gateway</html>")
+            elif plan.drop_rate and self._rng.random() < plan.drop_rate:
+                chosen = Fault("drop")
+            elif plan.delay_rate and self._rng.random() < plan.delay_rate:
+                chosen = Fault("delay", seconds=plan.delay_seconds)
+            if chosen:
+                self._faults_fired += 1
+            return chosen
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+_FILE_PATH = re.compile(r"^/_files/history/([^/]+)/([^/]+)/([^/]+)/(\d+)\.parquet$")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "wandb-emulator"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    @property
+    def emulator(self) -> Emulator:
+        return self.server.emulator  # type: ignore[attr-defined]
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        return body
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        if (
+            len(body) > 4096
+            and "gzip" in (self.headers.get("Accept-Encoding") or "")
+            and content_type == "application/json"
+        ):
+            body = gzip.compress(body, compresslevel=1)
+            headers = {**(headers or {}), "Content-Encoding": "gzip"}
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+        return len(body)
+
+    def _send_json(self, status: int, value: Any, headers: dict[str, str] | None = None) -> int:
+        # W&B's outer JSON is strict: no bare NaN/Infinity.
+        return self._send(status, json.dumps(value, allow_nan=False).encode(), headers=headers)
+
+    def _apply_fault(self, fault: Fault | None, good_body: bytes | None = None) -> bool:
+        """Send a faulted answer; True if the request was fully answered by the fault."""
+        if fault is None:
+            return False
+        if fault.kind == "delay":
+            time.sleep(fault.seconds)
+            return False
+        if fault.kind == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return True
+        if fault.kind == "status":
+            self._send(fault.status, fault.body.encode(), headers=fault.headers)
+        elif fault.kind == "html":
+            self._send(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
+        elif fault.kind == "graphql_error":
+            message = fault.body or "internal error"
+            self._send_json(200, {"errors": [{"message": message}], "data": None})
+        elif fault.kind == "truncate":
+            self.close_connection = True
+            body = good_body or b'{"data": {"project": {"runs": {"edges": [{"node"'
+            self._send(200, body[: max(1, len(body) // 2)])
+        else:
+            raise ValueError(f"unknown fault kind {fault.kind!r}")
+        return True
+
+    def _username(self) -> str | None:
+        header = self.headers.get("Authorization") or ""
+        if not header.startswith("Basic "):
+            return None
+        try:
+            user, _, key = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return None
+        return self.emulator.store.api_keys.get(key) if user == "api" else None
+
+    # -- W&B paths ------------------------------------------------------------------------
+
+    def do_POST(self) -> None:
+        path = self.path.split("?")[0]
+        if path.startswith("/_emulator/"):
+            return self._control("POST", path)
+        if path != "/graphql":
+            return self._send(404, b"not found", "text/plain") and None
+        emulator = self.emulator
+        raw = self._read_body()
+        try:
+            payload = json.loads(raw)
+            query = payload["query"]
+        except (ValueError, KeyError, TypeError):
+            size = self._send_json(400, {"errors": [{"message": "invalid request body"}]})
+            return emulator._record("invalid", (), 400, size)
+        operation = payload.get("operationName") or ""
+        document, errors, paths = api.parse_query(query)
+        kind = operation or (paths[0] if paths else "invalid")
+
+        username = self._username()
+        if username is None:
+            size = self._send_json(401, UNAUTHORIZED)
+            return emulator._record(kind, paths, 401, size)
+
+        fault = emulator._pick_fault(paths)
+        if fault is not None and fault.kind != "delay":
+            if fault.kind == "truncate":
+                good = self._execute(document, errors, payload, username)
+                self._apply_fault(fault, json.dumps(good).encode())
+            else:
+                self._apply_fault(fault)
+            return emulator._record(kind, paths, fault.status if fault.kind == "status" else 0, 0)
+        self._apply_fault(fault)
+
+        body = self._execute(document, errors, payload, username)
+        size = self._send_json(200, body)
+        emulator._record(kind, paths, 200, size, variables=payload.get("variables"))
+        return None
+
+    def _execute(self, document, errors, payload, username) -> dict[str, Any]:
+        if errors:
+            return {"errors": [{"message": message} for message in errors], "data": None}
+        host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+        context = {
+            "username": username,
+            "base_url": f"http://{host}",
+            "file_token": self.emulator.file_token,
+        }
+        return api.execute(
+            self.emulator.store,
+            document,
+            payload.get("variables"),
+            payload.get("operationName"),
+            context,
+        )
+
+    def do_GET(self) -> None:
+        path, _, query = self.path.partition("?")
+        if path.startswith("/_emulator/"):
+            return self._control("GET", path)
+        match = _FILE_PATH.match(path)
+        emulator = self.emulator
+        if not match or f"token={emulator.file_token}" not in query:
+            self._send(403, b"invalid signature", "text/plain")
+            return emulator._record("parquet", ("parquet",), 403, 0)
+        entity, project, name, index = match.groups()
+        run = emulator.store.run(entity, project, name)
+        files = api.parquet_files(run) if run else []
+        if int(index) >= len(files):
+            self._send(404, b"no such export", "text/plain")
+            return emulator._record("parquet", ("parquet",), 404, 0)
+        fault = emulator._pick_fault(("parquet",))
+        if self._apply_fault(fault):
+            return emulator._record("parquet", ("parquet",), fault.status, 0)
+        data = files[int(index)]
+        status, headers = 200, {"Accept-Ranges": "bytes"}
+        byte_range = re.match(r"bytes=(\d*)-(\d*)$", self.headers.get("Range") or "")
+        if byte_range:
+            first_text, last_text = byte_range.groups()
+            if first_text:
+                first = int(first_text)
+                last = min(int(last_text), len(data) - 1) if last_text else len(data) - 1
+            else:  # suffix range: the last N bytes
+                first, last = max(0, len(data) - int(last_text)), len(data) - 1
+            headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
+            data, status = data[first : last + 1], 206
+        size = self._send(status, data, "application/octet-stream", headers)
+        emulator._record("parquet", ("parquet",), status, size)
+        return None
+
+    # -- control (not part of W&B) -------------------------------------------------------
+
+    def _control(self, method: str, path: str) -> None:
+        emulator = self.emulator
+        if method == "GET" and path == "/_emulator/stats":
+            return self._send_json(200, emulator.stats()) and None
+        body = json.loads(self._read_body() or b"{}")
+        if path == "/_emulator/stats/reset":
+            emulator.reset_stats()
+        elif path == "/_emulator/faults":
+            emulator.set_faults(FaultPlan.from_dict(body))
+        elif path == "/_emulator/advance":
+            from tap_wandb.emulator.generator import advance
+
+            advance(emulator.store, seed=int(body.get("seed", 1)))
+        else:
+            return self._send(404, b"unknown control path", "text/plain") and None
+        self._send_json(200, {"ok": True, "faults": asdict(emulator.faults)})
+        return None

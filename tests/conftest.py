@@ -1,0 +1,63 @@
+"""Shared fixtures: the W&B emulator on an ephemeral loopback port, and the official client."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Emulator, Store, demo_store
+
+# The official client (wandb 0.31.0) is the oracle. Keep it local and quiet, and away from the
+# user's own W&B settings, before anything imports it.
+_CLIENT_HOME = Path(tempfile.mkdtemp(prefix="wandb-client-"))
+for _name in (
+    "HOME", "TMPDIR", "WANDB_CACHE_DIR", "WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR",
+    "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
+):  # fmt: skip
+    (_CLIENT_HOME / _name).mkdir()
+    os.environ[_name] = str(_CLIENT_HOME / _name)
+os.environ.update(WANDB_ERROR_REPORTING="false", WANDB_SILENT="true", NO_PROXY="127.0.0.1,localhost")
+for _name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "HTTP_PROXY", "HTTPS_PROXY",
+              "http_proxy", "https_proxy"):  # fmt: skip
+    os.environ.pop(_name, None)
+for _name in [name for name in os.environ if name.startswith("TAP_WANDB_")]:
+    os.environ.pop(_name)
+
+
+@pytest.fixture(scope="session")
+def demo_data() -> Store:
+    """The seeded demo dataset, shared read-only by the tests that do not change it."""
+    return demo_store()
+
+
+@pytest.fixture(scope="session")
+def emulator(demo_data: Store) -> Iterator[Emulator]:
+    """An emulator serving the demo dataset; tests must not change its data or faults."""
+    with Emulator(demo_data) as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_emulator() -> Iterator[Emulator]:
+    """An emulator with its own copy of the demo dataset, for tests that advance or fault it."""
+    with Emulator(demo_store()) as server:
+        yield server
+
+
+@pytest.fixture
+def tap_config(emulator: Emulator) -> dict:
+    return {"api_key": DEMO_API_KEY, "base_url": emulator.url, "entity": DEMO_USER}
+
+
+def official_client(url: str, timeout: int = 60):
+    """``wandb.Api`` pointed at an emulator (a fresh cache directory, so no stale parquet)."""
+    import wandb
+
+    os.environ["WANDB_CACHE_DIR"] = tempfile.mkdtemp(dir=_CLIENT_HOME)
+    return wandb.Api(
+        api_key=DEMO_API_KEY, overrides={"base_url": url, "entity": DEMO_USER}, timeout=timeout
+    )
