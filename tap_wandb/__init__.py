@@ -1,1 +1,3 @@
 """tap-wandb: a Singer tap for Weights & Biases."""
+
+__version__ = "0.1.0"

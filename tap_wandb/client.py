@@ -1,0 +1,270 @@
+"""The one place for HTTP and GraphQL: auth, retries, rate limits, errors, downloads.
+
+Every request to W&B goes through :class:`WandbClient`. Errors leave it as :class:`WandbError`
+subclasses whose message says what failed, where, and what to do, and never holds the key.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import requests
+
+from tap_wandb import __version__
+
+RETRIABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+USER_AGENT = f"tap-wandb/{__version__}"
+
+
+class WandbError(Exception):
+    """A failure talking to W&B, with a message fit for a user."""
+
+
+class WandbAuthError(WandbError):
+    """W&B rejected the credentials."""
+
+
+class WandbGraphQLError(WandbError):
+    """W&B answered with GraphQL ``errors``."""
+
+    def __init__(self, message: str, messages: list[str]) -> None:
+        super().__init__(message)
+        self.messages = messages
+
+
+class WandbResponseError(WandbError):
+    """W&B answered with a status or a body that retrying will not fix."""
+
+
+class WandbUnavailableError(WandbError):
+    """W&B kept failing (or could not be reached) until the retry budget ran out."""
+
+
+def _error_text(response: requests.Response) -> str:
+    """W&B's own words for an error: the first GraphQL message, else the start of the body."""
+    try:
+        errors = response.json().get("errors") or []
+        if errors and isinstance(errors[0], dict) and errors[0].get("message"):
+            return str(errors[0]["message"])
+    except (ValueError, AttributeError):
+        pass
+    text = " ".join(response.text.split())
+    return text[:200] or response.reason or "no body"
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """Seconds to wait as the server asks: Retry-After (seconds or HTTP date), else
+    RateLimit-Reset (seconds)."""
+    value = response.headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+                return max(0.0, when.timestamp() - time.time())
+            except (TypeError, ValueError):
+                pass
+    value = response.headers.get("RateLimit-Reset")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+    return None
+
+
+class WandbClient:
+    """W&B's GraphQL endpoint and its signed file URLs, with bounded, shared retries.
+
+    Safe to use from several threads: each thread gets its own HTTP session, and a 429 pauses
+    every thread until the server's wait is over.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 60.0,
+        max_retries: int = 8,
+        backoff_base: float = 0.5,
+        max_wait: float = 300.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.graphql_url = f"{self.base_url}/graphql"
+        self._auth = ("api", api_key)
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.max_wait = max_wait
+        self.logger = logger or logging.getLogger("tap-wandb")
+        self.request_counts: Counter[str] = Counter()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._paused_until = 0.0
+        self._random = random.Random()
+
+    def __repr__(self) -> str:  # never show the key
+        return f"WandbClient({self.base_url!r})"
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = USER_AGENT
+            self._local.session = session
+        return session
+
+    # -- GraphQL ----------------------------------------------------------------------------
+
+    def graphql(self, document: str, variables: dict[str, Any], *, what: str) -> dict[str, Any]:
+        """Run one GraphQL document and return its ``data``.
+
+        ``what`` says what is being read (e.g. "runs of acme/vision"); it leads every error.
+        """
+        self.request_counts["graphql"] += 1
+        response = self._send(
+            "POST",
+            self.graphql_url,
+            what=what,
+            json={"query": document, "variables": variables},
+            auth=self._auth,
+        )
+        try:
+            payload = response.json()
+        except ValueError:
+            snippet = " ".join(response.text.split())[:120]
+            raise WandbResponseError(
+                f"{what}: W&B at {self.base_url} answered HTTP {response.status_code} with a body "
+                f"that is not JSON ({len(response.content)} bytes: {snippet!r}). "
+                "Check base_url, or a proxy in between."
+            ) from None
+        if not isinstance(payload, dict):
+            raise WandbResponseError(f"{what}: W&B answered a JSON {type(payload).__name__}")
+        errors = payload.get("errors")
+        if errors:
+            messages = [
+                str(error.get("message", error)) if isinstance(error, dict) else str(error)
+                for error in errors
+            ]
+            raise WandbGraphQLError(f"{what}: W&B answered: {'; '.join(messages)}", messages)
+        data = payload.get("data")
+        if not isinstance(data, dict):
+            raise WandbResponseError(f"{what}: W&B answered without data")
+        return data
+
+    # -- files ------------------------------------------------------------------------------
+
+    def download(self, url: str, destination: IO[bytes], *, what: str) -> int:
+        """Stream a (signed) file URL into ``destination``; returns the bytes written.
+
+        Credentials go only to the W&B host itself, as the official client does.
+        """
+        self.request_counts["download"] += 1
+        same_host = urlsplit(url).netloc == urlsplit(self.base_url).netloc
+        for attempt in range(self.max_retries + 1):
+            destination.seek(0)
+            destination.truncate()
+            response = self._send(
+                "GET", url, what=what, stream=True, auth=self._auth if same_host else None
+            )
+            written = 0
+            try:
+                with response:
+                    for chunk in response.iter_content(chunk_size=1 << 20):
+                        destination.write(chunk)
+                        written += len(chunk)
+                return written
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
+                if attempt == self.max_retries:
+                    raise WandbUnavailableError(
+                        f"{what}: download kept failing ({type(error).__name__})"
+                    ) from None
+                self._sleep_before_retry(what, type(error).__name__, attempt, None)
+        raise AssertionError("unreachable")
+
+    # -- retries ----------------------------------------------------------------------------
+
+    def _send(self, method: str, url: str, *, what: str, **kwargs: Any) -> requests.Response:
+        problem = ""
+        for attempt in range(self.max_retries + 1):
+            self._wait_while_paused()
+            wait: float | None = None
+            try:
+                response = self._session().request(method, url, timeout=self.timeout, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as error:
+                problem = f"{type(error).__name__} ({_short(error)})"
+            else:
+                status = response.status_code
+                if status < 400:
+                    return response
+                if status in (401, 403):
+                    raise WandbAuthError(
+                        f"{what}: W&B at {self.base_url} rejected the API key "
+                        f"(HTTP {status}: {_error_text(response)}). Set a valid key in the "
+                        "api_key setting (TAP_WANDB_API_KEY), WANDB_API_KEY or ~/.netrc "
+                        "(`wandb login`), for this base_url."
+                    )
+                if status not in RETRIABLE_STATUSES and not (status > 500 and status != 501):
+                    raise WandbResponseError(
+                        f"{what}: W&B at {self.base_url} answered HTTP {status}: "
+                        f"{_error_text(response)}"
+                    )
+                problem = f"HTTP {status}"
+                wait = _retry_after(response)
+                if status == 429:
+                    problem += " (rate limited)"
+                    self._pause_everyone(wait if wait is not None else self._backoff(attempt))
+                response.close()
+            if attempt == self.max_retries:
+                raise WandbUnavailableError(
+                    f"{what}: W&B at {self.base_url} still failing after {attempt + 1} attempts "
+                    f"(last: {problem}). Try again later, or raise max_retries / request_timeout."
+                )
+            self._sleep_before_retry(what, problem, attempt, wait)
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int) -> float:
+        # Capped exponential backoff with full jitter in its upper half.
+        ceiling = min(60.0, self.backoff_base * 2**attempt)
+        return ceiling * (0.5 + self._random.random() / 2)
+
+    def _sleep_before_retry(self, what: str, problem: str, attempt: int, wait: float | None):
+        wait = min(self.max_wait, self._backoff(attempt) if wait is None else wait)
+        self.logger.warning(
+            "%s: %s; retry %d of %d in %.1f s",
+            what, problem, attempt + 1, self.max_retries, wait,
+        )  # fmt: skip
+        self.request_counts["retries"] += 1
+        time.sleep(wait)
+
+    def _pause_everyone(self, seconds: float) -> None:
+        with self._lock:
+            self._paused_until = max(
+                self._paused_until, time.monotonic() + min(seconds, self.max_wait)
+            )
+
+    def _wait_while_paused(self) -> None:
+        remaining = self._paused_until - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+
+
+def _short(error: Exception) -> str:
+    text = str(error)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def dumps_filters(filters: dict[str, Any]) -> str:
+    """W&B takes run filters as a JSONString variable."""
+    return json.dumps(filters, separators=(",", ":"), allow_nan=False)

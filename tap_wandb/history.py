@@ -1,0 +1,245 @@
+"""History readers: every row of a run (parquet exports + live step windows) or a sample.
+
+A reader yields ``(step, metrics)`` pairs, ``metrics`` being the row without ``_step``, with
+non-finite floats as None. Full reads are exact: each step at most once, nothing sampled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from tap_wandb import queries
+from tap_wandb.client import WandbClient, WandbGraphQLError, WandbResponseError
+from tap_wandb.values import history_metrics, step_of
+
+
+@dataclass(frozen=True)
+class RunRef:
+    entity: str
+    project: str
+    run_id: str
+
+    def __str__(self) -> str:
+        return f"{self.entity}/{self.project}/{self.run_id}"
+
+    def variables(self) -> dict[str, str]:
+        return {"entity": self.entity, "project": self.project, "run": self.run_id}
+
+
+@dataclass
+class HistoryStats:
+    """What reading one run's history cost, for progress logs and benchmarks."""
+
+    rows: int = 0
+    parquet_files: int = 0
+    parquet_bytes: int = 0
+    windows: int = 0
+    skipped: int = 0
+
+
+class HistoryReader:
+    """Reads history through one :class:`WandbClient`."""
+
+    def __init__(
+        self,
+        client: WandbClient,
+        *,
+        window: int = 1000,
+        keys: frozenset[str] | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.client = client
+        self.window = window
+        self.keys = keys
+        self.logger = logger or logging.getLogger("tap-wandb")
+        # None until known; False once the server has said it has no parquetHistory field.
+        self.server_has_exports: bool | None = None
+
+    # -- full history --------------------------------------------------------------------
+
+    def full(
+        self, run: RunRef, first_step: int, last_step: int, stats: HistoryStats | None = None
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Every row with ``first_step <= _step <= last_step``, in step order per source."""
+        stats = stats or HistoryStats()
+        if last_step < first_step:
+            return
+        exports = self._exports(run)
+        if exports is None:
+            live_steps: list[int] | None = None
+            urls: list[str] = []
+        else:
+            urls, live_steps = exports
+        from_files: set[int] = set()
+        live_from = min(live_steps) if live_steps else math.inf
+        for url in urls:
+            for step, metrics in self._parquet_rows(run, url, first_step, last_step, stats):
+                if step >= live_from:
+                    from_files.add(step)
+                yield step, metrics
+        if live_steps is None and urls:
+            return  # everything is exported
+        wanted = [
+            s for s in live_steps or () if first_step <= s <= last_step and s not in from_files
+        ]
+        if live_steps is None:
+            windows = self._windows(first_step, last_step)
+        else:
+            windows = self._windows_over(wanted)
+        for low, high in windows:
+            for step, metrics in self._window_rows(run, low, high, stats):
+                if step not in from_files and first_step <= step <= last_step:
+                    yield step, metrics
+
+    def _exports(self, run: RunRef) -> tuple[list[str], list[int] | None] | None:
+        """(parquet URLs, live steps) or None when the server has no parquet exports."""
+        if self.server_has_exports is False:
+            return None
+        try:
+            data = self.client.graphql(
+                queries.PARQUET_HISTORY, run.variables(), what=f"history exports of run {run}"
+            )
+        except WandbGraphQLError as error:
+            if any("parquetHistory" in message for message in error.messages):
+                self.logger.info("W&B server has no parquet history exports; paging history")
+                self.server_has_exports = False
+                return None
+            raise
+        self.server_has_exports = True
+        exports = _run_node(data, run).get("parquetHistory") or {}
+        urls = [url for url in exports.get("parquetUrls") or [] if isinstance(url, str)]
+        live = exports.get("liveData")
+        live_steps = None
+        if live:
+            live_steps = sorted(
+                step
+                for step in (step_of(item.get("_step")) for item in live if isinstance(item, dict))
+                if step is not None
+            )
+        return urls, live_steps
+
+    def _windows(self, first_step: int, last_step: int) -> Iterator[tuple[int, int]]:
+        for low in range(first_step, last_step + 1, self.window):
+            yield low, min(low + self.window, last_step + 1)
+
+    def _windows_over(self, steps: list[int]) -> Iterator[tuple[int, int]]:
+        """Step windows that cover the given (sorted) steps, skipping empty gaps."""
+        index = 0
+        while index < len(steps):
+            low = steps[index]
+            high = low + self.window
+            while index < len(steps) and steps[index] < high:
+                index += 1
+            yield low, min(high, steps[index - 1] + 1)
+
+    def _window_rows(
+        self, run: RunRef, low: int, high: int, stats: HistoryStats
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        data = self.client.graphql(
+            queries.HISTORY_WINDOW,
+            {**run.variables(), "minStep": low, "maxStep": high, "samples": high - low},
+            what=f"history steps {low}-{high - 1} of run {run}",
+        )
+        stats.windows += 1
+        yield from self._decoded_rows(run, _run_node(data, run).get("history"), stats)
+
+    def _decoded_rows(
+        self, run: RunRef, lines: list[Any] | None, stats: HistoryStats
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        for line in lines or ():
+            try:
+                row = json.loads(line) if isinstance(line, str) else line
+            except (ValueError, RecursionError) as error:
+                self.logger.warning(
+                    "run %s: skipping a history row that is not JSON (%s)", run, error
+                )
+                stats.skipped += 1
+                continue
+            step = step_of(row.get("_step")) if isinstance(row, dict) else None
+            if step is None:
+                self.logger.warning(
+                    "run %s: skipping a history row without an integer _step: %.120s", run, line
+                )
+                stats.skipped += 1
+                continue
+            metrics = history_metrics(row, self.keys)
+            if self.keys is not None and not metrics:
+                continue
+            stats.rows += 1
+            yield step, metrics
+
+    def _parquet_rows(
+        self, run: RunRef, url: str, first_step: int, last_step: int, stats: HistoryStats
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        with tempfile.TemporaryFile() as handle:
+            stats.parquet_bytes += self.client.download(
+                url, handle, what=f"history export of run {run}"
+            )
+            stats.parquet_files += 1
+            handle.seek(0)
+            parquet = pq.ParquetFile(handle)
+            names = parquet.schema_arrow.names
+            if "_step" not in names:
+                self.logger.warning("run %s: a history export has no _step column; skipped", run)
+                return
+            columns = (
+                None if self.keys is None else [n for n in names if n == "_step" or n in self.keys]
+            )
+            step_index = names.index("_step")
+            for group in range(parquet.num_row_groups):
+                bounds = parquet.metadata.row_group(group).column(step_index).statistics
+                outside = (
+                    bounds is not None
+                    and bounds.has_min_max
+                    and (bounds.max < first_step or bounds.min > last_step)
+                )
+                if outside:
+                    continue
+                table = parquet.read_row_group(group, columns=columns)
+                for row in table.to_pylist():
+                    step = step_of(row.pop("_step"))
+                    if step is None or not first_step <= step <= last_step:
+                        continue
+                    # A null cell is a key not logged at that step; NaN was logged (-> None).
+                    metrics = {
+                        key: value if not isinstance(value, float) or math.isfinite(value) else None
+                        for key, value in row.items()
+                        if value is not None
+                    }
+                    if self.keys is not None and not metrics:
+                        continue
+                    stats.rows += 1
+                    yield step, metrics
+
+    # -- sampled history -----------------------------------------------------------------
+
+    def sampled(
+        self, run: RunRef, samples: int, stats: HistoryStats | None = None
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """W&B's sampled view of the run (like ``run.history(samples=N)``)."""
+        stats = stats or HistoryStats()
+        data = self.client.graphql(
+            queries.SAMPLED_HISTORY,
+            {**run.variables(), "samples": samples},
+            what=f"sampled history of run {run}",
+        )
+        stats.windows += 1
+        yield from self._decoded_rows(run, _run_node(data, run).get("history"), stats)
+
+
+def _run_node(data: dict[str, Any], run: RunRef) -> dict[str, Any]:
+    project = data.get("project")
+    if project is None:
+        raise WandbResponseError(f"reading run {run}: project {run.entity}/{run.project} not found")
+    node = project.get("run")
+    if node is None:
+        raise WandbResponseError(f"reading run {run}: the run is gone (deleted during the sync?)")
+    return node

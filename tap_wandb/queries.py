@@ -1,0 +1,125 @@
+"""GraphQL documents, selecting only fields and arguments W&B is known to have.
+
+Every field here is one the official client (wandb 0.31.0) itself selects, so the tap depends
+on nothing the real API might lack.
+"""
+
+from textwrap import dedent
+
+VIEWER = dedent("""
+    query Viewer {
+      viewer {
+        id
+        entity
+        username
+      }
+    }
+""")
+
+PROJECTS = dedent("""
+    query Projects($entity: String!, $first: Int!, $after: String) {
+      models(entityName: $entity, first: $first, after: $after) {
+        edges {
+          node {
+            name
+            entityName
+          }
+        }
+        pageInfo {
+          endCursor
+          hasNextPage
+        }
+      }
+    }
+""")
+
+# One page of runs with config, summary and history bounds, so no request per run is needed.
+# runCount is asked for on the first page only (for progress logs).
+RUNS = dedent("""
+    query Runs(
+      $entity: String!
+      $project: String!
+      $filters: JSONString
+      $order: String
+      $first: Int
+      $after: String
+      $withCount: Boolean!
+    ) {
+      project(name: $project, entityName: $entity) {
+        runCount(filters: $filters) @include(if: $withCount)
+        runs(filters: $filters, order: $order, first: $first, after: $after) {
+          edges {
+            cursor
+            node {
+              id
+              name
+              displayName
+              state
+              createdAt
+              heartbeatAt
+              tags
+              group
+              jobType
+              sweepName
+              commit
+              notes
+              description
+              historyLineCount
+              user {
+                username
+              }
+              config
+              summaryMetrics
+              systemMetrics
+              historyKeys
+            }
+          }
+          pageInfo {
+            endCursor
+            hasNextPage
+          }
+        }
+      }
+    }
+""")
+
+PARQUET_HISTORY = dedent("""
+    query RunParquetHistory($entity: String!, $project: String!, $run: String!) {
+      project(name: $project, entityName: $entity) {
+        run(name: $run) {
+          parquetHistory(liveKeys: ["_step"]) {
+            parquetUrls
+            liveData
+          }
+        }
+      }
+    }
+""")
+
+# minStep is inclusive, maxStep exclusive; samples >= the window width returns every row.
+HISTORY_WINDOW = dedent("""
+    query HistoryPage(
+      $entity: String!
+      $project: String!
+      $run: String!
+      $minStep: Int64!
+      $maxStep: Int64!
+      $samples: Int!
+    ) {
+      project(name: $project, entityName: $entity) {
+        run(name: $run) {
+          history(minStep: $minStep, maxStep: $maxStep, samples: $samples)
+        }
+      }
+    }
+""")
+
+SAMPLED_HISTORY = dedent("""
+    query SampledHistory($entity: String!, $project: String!, $run: String!, $samples: Int!) {
+      project(name: $project, entityName: $entity) {
+        run(name: $run) {
+          history(samples: $samples)
+        }
+      }
+    }
+""")

@@ -1,0 +1,378 @@
+"""runs, configs, summaries and history: thin streams over the client and the readers.
+
+``runs`` is the parent: one page of runs per request, config and summary included. Its
+children read what they need from the run being processed, so they cost no requests, except
+``history``, which reads the run's metric history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import typing as t
+
+from singer_sdk import Stream
+from singer_sdk import typing as th
+from singer_sdk.helpers._typing import TypeConformanceLevel
+
+from tap_wandb import queries
+from tap_wandb.client import WandbResponseError, dumps_filters
+from tap_wandb.history import HistoryStats, RunRef
+from tap_wandb.values import (
+    TERMINAL_STATES,
+    config_entries,
+    decode_json_string,
+    finite,
+    rfc3339,
+    unwrap_config,
+    wandb_filter_time,
+)
+
+if t.TYPE_CHECKING:
+    from singer_sdk.helpers.types import Context
+
+    from tap_wandb.tap import TapWandb
+
+# Blobs stay whole objects: ObjectType() would vanish from SCHEMA under flattening.
+BLOB = th.CustomType({"type": ["object", "null"]})
+ANY_JSON = th.CustomType(
+    {"type": ["string", "number", "integer", "boolean", "object", "array", "null"]}
+)
+RUN_KEY = th.PropertiesList(
+    th.Property("entity", th.StringType, required=True, description="W&B entity (user or team)"),
+    th.Property("project", th.StringType, required=True, description="W&B project name"),
+    th.Property(
+        "run_id", th.StringType, required=True, description="Short run id (the client's run.id)"
+    ),
+)
+
+
+class WandbStream(Stream):
+    """Common ground of the tap's streams: the tap's client and settings."""
+
+    _tap: TapWandb
+
+    @property
+    def wandb(self) -> TapWandb:
+        return self._tap
+
+
+class RunsStream(WandbStream):
+    """Runs of every selected project, oldest first, with their config and summary.
+
+    Each project is a state partition holding the ``created_at`` bookmark, the runs created
+    in the bookmark's second, and the runs not yet finished (with the last history step
+    already emitted), so unfinished runs are read again until they end.
+    """
+
+    name = "runs"
+    primary_keys = ("entity", "project", "run_id")
+    replication_key = "created_at"
+    is_sorted = True
+    schema = th.PropertiesList(
+        *RUN_KEY.wrapped.values(),
+        th.Property("storage_id", th.StringType, description="W&B's global run ID"),
+        th.Property(
+            "display_name", th.StringType, description="Human-readable name (client's run.name)"
+        ),
+        th.Property("state", th.StringType, description="running, finished, failed, crashed…"),
+        th.Property("created_at", th.DateTimeType, description="Run creation time, UTC"),
+        th.Property("heartbeat_at", th.DateTimeType, description="Last heartbeat, UTC"),
+        th.Property("tags", th.ArrayType(th.StringType)),
+        th.Property("notes", th.StringType),
+        th.Property("description", th.StringType),
+        th.Property("group", th.StringType),
+        th.Property("job_type", th.StringType),
+        th.Property("commit", th.StringType),
+        th.Property("sweep_name", th.StringType),
+        th.Property("user", th.StringType, description="Username of the run's owner"),
+        th.Property("history_line_count", th.IntegerType, description="History rows logged"),
+        th.Property("history_last_step", th.IntegerType, description="Highest _step logged"),
+        th.Property("config", BLOB, description="Config, unwrapped as the client's run.config"),
+        th.Property("summary", BLOB, description="Summary metrics (client's run.summary)"),
+        th.Property("system_metrics", BLOB, description="Latest system metrics"),
+    ).to_dict()
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The raw config and summary of the run being processed, for the child streams.
+        self.current_run: dict[str, t.Any] = {}
+
+    @property
+    def check_sorted(self) -> bool:
+        # Unfinished runs are re-read and sort before the bookmark; the bookmark itself is
+        # kept monotonic in get_records.
+        return False
+
+    @property
+    def partitions(self) -> list[dict[str, str]]:
+        return [{"entity": e, "project": p} for e, p in self.wandb.project_paths]
+
+    def _filters(
+        self, bookmark: dt.datetime | None, unfinished: dict[str, int]
+    ) -> dict[str, t.Any]:
+        clauses: list[dict[str, t.Any]] = []
+        if self.wandb.run_filters:
+            clauses.append(self.wandb.run_filters)
+        start_date = self.wandb.start_date
+        if start_date:
+            clauses.append({"createdAt": {"$gte": wandb_filter_time(start_date)}})
+        if bookmark:
+            since = {"createdAt": {"$gte": wandb_filter_time(bookmark)}}
+            if unfinished:
+                since = {"$or": [since, {"name": {"$in": sorted(unfinished)}}]}
+            clauses.append(since)
+        if len(clauses) > 1:
+            return {"$and": clauses}
+        return clauses[0] if clauses else {}
+
+    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        assert context is not None
+        entity, project = context["entity"], context["project"]
+        state = self.get_context_state(context)
+        bookmark_text = state.get("replication_key_value")
+        bookmark = dt.datetime.fromisoformat(bookmark_text) if bookmark_text else None
+        unfinished: dict[str, int] = dict(state.get("unfinished_runs") or {})
+        done_at_bookmark = set(state.get("runs_at_bookmark") or ())
+        filters = dumps_filters(self._filters(bookmark, unfinished))
+        newest, at_newest = bookmark_text, set(done_at_bookmark)
+        seen: set[str] = set()
+        after: str | None = None
+        total: int | None = None
+        emitted = 0
+        last_log = time.monotonic()
+        while True:
+            data = self.wandb.client.graphql(
+                queries.RUNS,
+                {
+                    "entity": entity,
+                    "project": project,
+                    "filters": filters,
+                    "order": "+created_at",
+                    "first": self.config["page_size"],
+                    "after": after,
+                    "withCount": after is None,
+                },
+                what=f"runs of {entity}/{project}",
+            )
+            found = data.get("project")
+            if found is None:
+                raise WandbResponseError(
+                    f"project {entity}/{project} not found on {self.wandb.client.base_url}: check "
+                    "the projects and entity settings, and that the API key can see it"
+                )
+            if total is None:
+                total = found.get("runCount")
+                self.logger.info("%s/%s: %s runs to read", entity, project, total)
+            connection = found.get("runs") or {}
+            edges = connection.get("edges") or []
+            for edge in edges:
+                node = edge.get("node") or {}
+                run_id = node.get("name")
+                if not run_id or run_id in seen:
+                    continue  # W&B pages may repeat a run while new ones are created
+                seen.add(run_id)
+                record = self._record(node, entity, project)
+                if (
+                    record["created_at"] == bookmark_text
+                    and run_id in done_at_bookmark
+                    and run_id not in unfinished
+                ):
+                    continue  # finished and fully synced in an earlier sync
+                yield record
+                # Resumed once the SDK has emitted the record and synced its children.
+                emitted += 1
+                if record["state"] in TERMINAL_STATES:
+                    unfinished.pop(run_id, None)
+                else:
+                    unfinished[run_id] = self._history_done_through(record, unfinished)
+                if newest is None or record["created_at"] > newest:
+                    newest, at_newest = record["created_at"], {run_id}
+                elif record["created_at"] == newest:
+                    at_newest.add(run_id)
+                self._save_progress(state, newest, at_newest, unfinished)
+                if time.monotonic() - last_log > 15:
+                    self.logger.info("%s/%s: %d of %s runs done", entity, project, emitted, total)
+                    last_log = time.monotonic()
+            page_info = connection.get("pageInfo") or {}
+            if not page_info.get("hasNextPage") or not edges:
+                break
+            after = edges[-1].get("cursor")  # as the official client pages runs
+        for run_id in [r for r in unfinished if r not in seen]:
+            self.logger.info(
+                "%s/%s: run %s is gone or filtered out; forgetting it", entity, project, run_id
+            )
+            unfinished.pop(run_id)
+        self._save_progress(state, newest, at_newest, unfinished)
+        self.logger.info("%s/%s: %d runs emitted", entity, project, emitted)
+
+    @staticmethod
+    def _save_progress(
+        state: dict, newest: str | None, at_newest: set[str], unfinished: dict[str, int]
+    ) -> None:
+        if newest is None:
+            return
+        state["replication_key"] = "created_at"
+        state["replication_key_value"] = newest  # never moves back for a re-read old run
+        state["runs_at_bookmark"] = sorted(at_newest)
+        state["unfinished_runs"] = dict(sorted(unfinished.items()))
+
+    def _history_done_through(self, record: dict[str, t.Any], unfinished: dict[str, int]) -> int:
+        history = self.wandb.streams["history"]
+        if history.selected and self.config["history_mode"] == "full":
+            return record["history_last_step"]
+        return unfinished.get(record["run_id"], -1)
+
+    def _record(self, node: dict[str, t.Any], entity: str, project: str) -> dict[str, t.Any]:
+        run_id = node["name"]
+        where = f"run {entity}/{project}/{run_id}"
+        raw_config = decode_json_string(
+            node.get("config"), what="config", where=where, logger=self.logger
+        )
+        summary = decode_json_string(
+            node.get("summaryMetrics"), what="summaryMetrics", where=where, logger=self.logger
+        )
+        history_keys = node.get("historyKeys")
+        last_step = history_keys.get("lastStep") if isinstance(history_keys, dict) else None
+        self.current_run = {"run_id": run_id, "config": raw_config, "summary": summary}
+        return {
+            "entity": entity,
+            "project": project,
+            "run_id": run_id,
+            "storage_id": node.get("id"),
+            "display_name": node.get("displayName"),
+            "state": node.get("state"),
+            "created_at": rfc3339(node.get("createdAt")),
+            "heartbeat_at": rfc3339(node.get("heartbeatAt")),
+            "tags": node.get("tags") or [],
+            "notes": node.get("notes"),
+            "description": node.get("description"),
+            "group": node.get("group"),
+            "job_type": node.get("jobType"),
+            "commit": node.get("commit"),
+            "sweep_name": node.get("sweepName"),
+            "user": (node.get("user") or {}).get("username"),
+            "history_line_count": node.get("historyLineCount"),
+            "history_last_step": last_step if isinstance(last_step, int) else -1,
+            "config": unwrap_config(raw_config) if raw_config is not None else None,
+            "summary": summary,
+            "system_metrics": decode_json_string(
+                node.get("systemMetrics"), what="systemMetrics", where=where, logger=self.logger
+            ),
+        }
+
+    def get_child_context(self, record: dict, context: Context | None) -> dict:
+        state = self.get_context_state(context)
+        unfinished = state.get("unfinished_runs") or {}
+        first_step = unfinished[record["run_id"]] + 1 if record["run_id"] in unfinished else 0
+        return {
+            "entity": record["entity"],
+            "project": record["project"],
+            "run_id": record["run_id"],
+            "first_step": first_step,
+            "last_step": record["history_last_step"],
+        }
+
+
+class RunChildStream(WandbStream):
+    """A per-run stream. Child state is kept out of the bookmarks (it would grow with every
+    run); the parent's state says which runs to read again."""
+
+    parent_stream_type = RunsStream
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+
+    def current_run(self, context: Context) -> dict[str, t.Any]:
+        current = self.wandb.streams["runs"].current_run
+        assert current.get("run_id") == context["run_id"], "child synced out of its run"
+        return current
+
+    @staticmethod
+    def keyed(context: Context, **fields: t.Any) -> dict[str, t.Any]:
+        return {
+            "entity": context["entity"],
+            "project": context["project"],
+            "run_id": context["run_id"],
+            **fields,
+        }
+
+
+class ConfigsStream(RunChildStream):
+    """One record per top-level config key of each run (internal keys left out)."""
+
+    name = "configs"
+    primary_keys = ("entity", "project", "run_id", "key")
+    schema = th.PropertiesList(
+        *RUN_KEY.wrapped.values(),
+        th.Property("key", th.StringType, required=True, description="Top-level config key"),
+        th.Property("value", ANY_JSON, description="Unwrapped value, any JSON type"),
+        th.Property("desc", th.StringType, description="The key's description, if any"),
+    ).to_dict()
+
+    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        assert context is not None
+        raw_config = self.current_run(context)["config"]
+        for key, value, desc in config_entries(raw_config or {}):
+            yield self.keyed(context, key=key, value=value, desc=desc)
+
+
+class SummariesStream(RunChildStream):
+    """One record per summary key of each run."""
+
+    name = "summaries"
+    primary_keys = ("entity", "project", "run_id", "key")
+    schema = th.PropertiesList(
+        *RUN_KEY.wrapped.values(),
+        th.Property("key", th.StringType, required=True, description="Summary key"),
+        th.Property("value", ANY_JSON, description="Summary value, any JSON type"),
+    ).to_dict()
+
+    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        assert context is not None
+        for key, value in (self.current_run(context)["summary"] or {}).items():
+            yield self.keyed(context, key=key, value=finite(value))
+
+
+class HistoryStream(RunChildStream):
+    """One record per history row: every row (``full``) or W&B's sample (``sampled``)."""
+
+    name = "history"
+    primary_keys = ("entity", "project", "run_id", "step")
+    # Records are built schema-exact and finite, so the SDK's per-value conforming is skipped.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+    schema = th.PropertiesList(
+        *RUN_KEY.wrapped.values(),
+        th.Property("step", th.IntegerType, required=True, description="The row's _step"),
+        th.Property(
+            "metrics",
+            BLOB,
+            description="Every other key of the row, _runtime and _timestamp included",
+        ),
+    ).to_dict()
+
+    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        assert context is not None
+        mode = self.config["history_mode"]
+        if mode == "off":
+            return
+        run = RunRef(context["entity"], context["project"], context["run_id"])
+        stats = HistoryStats()
+        started = time.monotonic()
+        reader = self.wandb.history_reader
+        if mode == "sampled":
+            rows = reader.sampled(run, self.config["history_samples"], stats)
+        else:
+            rows = reader.full(run, context["first_step"], context["last_step"], stats)
+        entity, project, run_id = run.entity, run.project, run.run_id
+        for step, metrics in rows:
+            yield {
+                "entity": entity,
+                "project": project,
+                "run_id": run_id,
+                "step": step,
+                "metrics": metrics,
+            }
+        if stats.windows or stats.parquet_files:
+            self.logger.info(
+                "history of %s: %d rows (%d parquet files, %d windows) in %.1f s",
+                run, stats.rows, stats.parquet_files, stats.windows, time.monotonic() - started,
+            )  # fmt: skip

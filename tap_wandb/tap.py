@@ -1,0 +1,282 @@
+"""TapWandb: settings, credential lookup, the project list and the streams."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import netrc
+import os
+import sys
+import typing as t
+from functools import cached_property
+from urllib.parse import urlsplit
+
+from singer_sdk import Stream, Tap
+from singer_sdk import typing as th
+from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.exceptions import ConfigValidationError
+from typing_extensions import override
+
+from tap_wandb import queries
+from tap_wandb.client import WandbAuthError, WandbClient, WandbError
+from tap_wandb.history import HistoryReader
+from tap_wandb.streams import ConfigsStream, HistoryStream, RunsStream, SummariesStream
+
+HISTORY_MODES = ("full", "sampled", "off")
+
+
+class TapWandb(Tap):
+    """Singer tap for Weights & Biases runs, configs, summaries and metric history."""
+
+    name = "tap-wandb"
+    message_writer_class = MsgSpecWriter
+
+    config_jsonschema = th.PropertiesList(
+        th.Property(
+            "api_key",
+            th.StringType,
+            secret=True,
+            description="W&B API key. If unset: WANDB_API_KEY, then the ~/.netrc entry that "
+            "`wandb login` writes for the base URL's host.",
+        ),
+        th.Property(
+            "base_url",
+            th.StringType,
+            default="https://api.wandb.ai",
+            description="W&B API base URL; self-hosted and dedicated servers use their own.",
+        ),
+        th.Property(
+            "entity",
+            th.StringType,
+            description="W&B entity (user or team). Default: the API key's default entity.",
+        ),
+        th.Property(
+            "projects",
+            th.ArrayType(th.StringType),
+            description="Projects to sync, as `project` or `entity/project`. "
+            "Empty or unset: every project of the entity.",
+        ),
+        th.Property(
+            "start_date",
+            th.DateTimeType,
+            description="Runs created before this time (UTC if no offset) are not synced.",
+        ),
+        th.Property(
+            "filters",
+            th.ObjectType(),
+            description='W&B MongoDB-style run filter, e.g. {"state": "finished"}; applied by '
+            "W&B and combined with the tap's own incremental filter.",
+        ),
+        th.Property(
+            "history_mode",
+            th.StringType,
+            default="full",
+            allowed_values=list(HISTORY_MODES),
+            description="`full`: every history row, unsampled (parquet exports + live tail); "
+            "`sampled`: W&B's sample of `history_samples` points per run; `off`: no history.",
+        ),
+        th.Property(
+            "history_samples",
+            th.IntegerType,
+            default=500,
+            description="Points per run in `sampled` history mode.",
+        ),
+        th.Property(
+            "history_keys",
+            th.ArrayType(th.StringType),
+            description="Only these metrics are extracted into history (the step always is). "
+            "Rows holding none of them are left out.",
+        ),
+        th.Property(
+            "page_size",
+            th.IntegerType,
+            default=100,
+            description="Runs per request.",
+        ),
+        th.Property(
+            "history_window",
+            th.IntegerType,
+            default=1000,
+            description="Steps per request when paging live (not yet exported) history.",
+        ),
+        th.Property(
+            "request_timeout",
+            th.NumberType,
+            default=60,
+            description="Seconds to wait for one HTTP response.",
+        ),
+        th.Property(
+            "max_retries",
+            th.IntegerType,
+            default=8,
+            description="Retries of a failing request (429, 5xx, timeouts, dropped "
+            "connections) before the sync fails.",
+        ),
+    ).to_dict()
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        problems = settings_problems(self.config)
+        if problems:
+            raise ConfigValidationError("Invalid tap-wandb settings", errors=problems)
+
+    @override
+    def discover_streams(self) -> list[Stream]:
+        return [RunsStream(self), ConfigsStream(self), SummariesStream(self), HistoryStream(self)]
+
+    @override
+    def sync_all(self) -> None:
+        try:
+            super().sync_all()
+        except WandbError as error:
+            # One clear line instead of a traceback; STATE already emitted stays valid.
+            self.logger.error("tap-wandb failed: %s", error)
+            sys.exit(1)
+
+    @cached_property
+    def start_date(self) -> dt.datetime | None:
+        value = self.config.get("start_date")
+        return parse_start_date(value) if value else None
+
+    @cached_property
+    def run_filters(self) -> dict[str, t.Any]:
+        """The user's run filter (Meltano may hand an object setting over as JSON text)."""
+        filters = self.config.get("filters") or {}
+        return json.loads(filters) if isinstance(filters, str) else dict(filters)
+
+    @cached_property
+    def client(self) -> WandbClient:
+        base_url = self.config["base_url"].rstrip("/")
+        return WandbClient(
+            base_url,
+            find_api_key(self.config, base_url),
+            timeout=float(self.config["request_timeout"]),
+            max_retries=self.config["max_retries"],
+            logger=self.logger,
+        )
+
+    @cached_property
+    def history_reader(self) -> HistoryReader:
+        keys = self.config.get("history_keys")
+        return HistoryReader(
+            self.client,
+            window=self.config["history_window"],
+            keys=frozenset(keys) if keys else None,
+            logger=self.logger,
+        )
+
+    @cached_property
+    def entity(self) -> str:
+        if self.config.get("entity"):
+            return self.config["entity"]
+        viewer = self.client.graphql(queries.VIEWER, {}, what="the API key's default entity")
+        entity = (viewer.get("viewer") or {}).get("entity")
+        if not entity:
+            raise WandbAuthError(
+                f"W&B at {self.client.base_url} knows no user for this API key; check the key"
+            )
+        return entity
+
+    @cached_property
+    def project_paths(self) -> list[tuple[str, str]]:
+        """(entity, project) pairs to sync, from the projects setting or the entity's list."""
+        listed = self.config.get("projects") or []
+        if listed:
+            paths = []
+            for item in listed:
+                entity, _, project = item.rpartition("/")
+                paths.append((entity or self.entity, project))
+            return list(dict.fromkeys(paths))
+        paths, after = [], None
+        while True:
+            data = self.client.graphql(
+                queries.PROJECTS,
+                {"entity": self.entity, "first": 100, "after": after},
+                what=f"projects of entity {self.entity}",
+            )
+            models = data.get("models") or {}
+            edges = models.get("edges") or []
+            paths += [(edge["node"]["entityName"], edge["node"]["name"]) for edge in edges]
+            page = models.get("pageInfo") or {}
+            if not page.get("hasNextPage") or not edges:
+                break
+            after = page.get("endCursor")
+        self.logger.info("entity %s: %d projects to sync", self.entity, len(paths))
+        return paths
+
+
+def parse_start_date(value: str) -> dt.datetime:
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def settings_problems(config: t.Mapping[str, t.Any]) -> list[str]:
+    """Every setting that would make the sync fail or misbehave, named, before any request."""
+    problems = []
+    base_url = config.get("base_url") or ""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        problems.append(
+            f"base_url must be an http(s) URL such as https://api.wandb.ai, got {base_url!r}"
+        )
+    if config.get("start_date"):
+        try:
+            parse_start_date(str(config["start_date"]))
+        except ValueError:
+            problems.append(
+                f"start_date must be an ISO 8601 date or time such as 2024-01-31 or "
+                f"2024-01-31T12:00:00Z, got {config['start_date']!r}"
+            )
+    filters = config.get("filters")
+    if isinstance(filters, str):
+        with contextlib.suppress(ValueError):
+            filters = json.loads(filters)
+    if filters is not None and not isinstance(filters, dict):
+        problems.append(
+            'filters must be a JSON object such as {"state": "finished"}, '
+            f"got {type(filters).__name__} {filters!r:.80}"
+        )
+    if config.get("history_mode", "full") not in HISTORY_MODES:
+        problems.append(
+            f"history_mode must be one of {', '.join(HISTORY_MODES)}, "
+            f"got {config['history_mode']!r}"
+        )
+    for name in ("page_size", "history_samples", "history_window", "request_timeout"):
+        value = config.get(name)
+        if value is not None and (not isinstance(value, int | float) or value <= 0):
+            problems.append(f"{name} must be a positive number, got {value!r}")
+    max_retries = config.get("max_retries")
+    if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
+        problems.append(f"max_retries must be 0 or more, got {max_retries!r}")
+    for name in ("projects", "history_keys"):
+        items = config.get(name)
+        if items is not None and (
+            not isinstance(items, list) or not all(isinstance(i, str) and i for i in items)
+        ):
+            problems.append(f"{name} must be a list of non-empty strings, got {items!r:.80}")
+    return problems
+
+
+def find_api_key(config: t.Mapping[str, t.Any], base_url: str) -> str:
+    """The API key: the api_key setting, else WANDB_API_KEY, else ~/.netrc (`wandb login`)."""
+    if config.get("api_key"):
+        return config["api_key"]
+    if os.environ.get("WANDB_API_KEY"):
+        return os.environ["WANDB_API_KEY"]
+    host = urlsplit(base_url).hostname or ""
+    try:
+        entry = netrc.netrc().authenticators(host)
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        entry = None
+    if entry and entry[2]:
+        return entry[2]
+    raise WandbAuthError(
+        f"No W&B API key found for {base_url}: set the api_key setting (TAP_WANDB_API_KEY), "
+        f"the WANDB_API_KEY environment variable, or run `wandb login` (a ~/.netrc entry for "
+        f"{host})."
+    )
+
+
+if __name__ == "__main__":
+    TapWandb.cli()
