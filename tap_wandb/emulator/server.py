@@ -5,17 +5,21 @@ loopback, with fault injection and request accounting kept off the W&B paths (``
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
 import json
 import random
 import re
 import secrets
+import socket
+import socket
 import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from tap_wandb.emulator import api
 from tap_wandb.emulator.store import Store
@@ -111,7 +115,7 @@ class Emulator:
 
     def set_faults(self, plan: FaultPlan | None) -> None:
         with self.stats_lock:
-            self.faults = plan or FaultPlan()
+            self.faults = copy.deepcopy(plan) if plan else FaultPlan()
             self._rng = random.Random(self.faults.seed)
             self._faults_fired = 0
             self._wandb_requests = 0
@@ -121,6 +125,7 @@ class Emulator:
             self.requests: Counter[str] = Counter()
             self.fields: Counter[str] = Counter()
             self.statuses: Counter[int] = Counter()
+            self.faults_served: Counter[str] = Counter()
             self.bytes_served = 0
             self.log: list[dict[str, Any]] = []
 
@@ -130,13 +135,18 @@ class Emulator:
                 "requests": dict(self.requests),
                 "fields": dict(self.fields),
                 "statuses": {str(k): v for k, v in self.statuses.items()},
+                "faults": dict(self.faults_served),
                 "bytes_served": self.bytes_served,
                 "total": sum(self.requests.values()),
             }
 
-    def _record(self, kind: str, paths: tuple[str, ...], status: int, size: int, **extra) -> None:
+    def _record(
+        self, kind: str, paths: tuple[str, ...], status: int, size: int, fault: str = "", **extra
+    ) -> None:
         with self.stats_lock:
             self.requests[kind] += 1
+            if fault:
+                self.faults_served[fault] += 1
             self.fields.update(paths)
             self.statuses[status] += 1
             self.bytes_served += size
@@ -183,6 +193,7 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+_CONTROL_POSTS = ("/_emulator/stats/reset", "/_emulator/faults", "/_emulator/advance")
 _FILE_PATH = re.compile(r"^/_files/history/([^/]+)/([^/]+)/([^/]+)/(\d+)\.parquet$")
 
 
@@ -192,6 +203,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without this, delayed ACKs add ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     @property
     def emulator(self) -> Emulator:
@@ -233,31 +249,26 @@ class _Handler(BaseHTTPRequestHandler):
         # W&B's outer JSON is strict: no bare NaN/Infinity.
         return self._send(status, json.dumps(value, allow_nan=False).encode(), headers=headers)
 
-    def _apply_fault(self, fault: Fault | None, good_body: bytes | None = None) -> bool:
-        """Send a faulted answer; True if the request was fully answered by the fault."""
-        if fault is None:
-            return False
-        if fault.kind == "delay":
-            time.sleep(fault.seconds)
-            return False
+    def _apply_fault(self, fault: Fault, good_body: bytes, content_type: str) -> tuple[int, int]:
+        """Answer with a fault other than ``delay``; returns the status and bytes sent."""
         if fault.kind == "drop":
             self.close_connection = True
-            self.connection.shutdown(2)
-            return True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return 0, 0
         if fault.kind == "status":
-            self._send(fault.status, fault.body.encode(), headers=fault.headers)
-        elif fault.kind == "html":
-            self._send(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
-        elif fault.kind == "graphql_error":
+            return fault.status, self._send(
+                fault.status, fault.body.encode(), headers=fault.headers
+            )
+        if fault.kind == "html":
+            page = b"<html><body>502 Bad Gateway</body></html>"
+            return 200, self._send(200, page, "text/html")
+        if fault.kind == "graphql_error":
             message = fault.body or "internal error"
-            self._send_json(200, {"errors": [{"message": message}], "data": None})
-        elif fault.kind == "truncate":
+            return 200, self._send_json(200, {"errors": [{"message": message}], "data": None})
+        if fault.kind == "truncate":
             self.close_connection = True
-            body = good_body or b'{"data": {"project": {"runs": {"edges": [{"node"'
-            self._send(200, body[: max(1, len(body) // 2)])
-        else:
-            raise ValueError(f"unknown fault kind {fault.kind!r}")
-        return True
+            return 200, self._send(200, good_body[: max(1, len(good_body) // 2)], content_type)
+        raise ValueError(f"unknown fault kind {fault.kind!r}")
 
     def _username(self) -> str | None:
         header = self.headers.get("Authorization") or ""
@@ -276,7 +287,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_emulator/"):
             return self._control("POST", path)
         if path != "/graphql":
-            return self._send(404, b"not found", "text/plain") and None
+            self._send(404, b"not found", "text/plain")
+            return None
         emulator = self.emulator
         raw = self._read_body()
         try:
@@ -295,18 +307,20 @@ class _Handler(BaseHTTPRequestHandler):
             return emulator._record(kind, paths, 401, size)
 
         fault = emulator._pick_fault(paths)
-        if fault is not None and fault.kind != "delay":
-            if fault.kind == "truncate":
-                good = self._execute(document, errors, payload, username)
-                self._apply_fault(fault, json.dumps(good).encode())
-            else:
-                self._apply_fault(fault)
-            return emulator._record(kind, paths, fault.status if fault.kind == "status" else 0, 0)
-        self._apply_fault(fault)
-
-        body = self._execute(document, errors, payload, username)
-        size = self._send_json(200, body)
-        emulator._record(kind, paths, 200, size, variables=payload.get("variables"))
+        fault_kind = fault.kind if fault else ""
+        if fault_kind == "delay":
+            time.sleep(fault.seconds)
+        if fault_kind in ("", "delay"):
+            status, size = (
+                200,
+                self._send_json(200, self._execute(document, errors, payload, username)),
+            )
+        else:
+            good = b""
+            if fault_kind == "truncate":
+                good = json.dumps(self._execute(document, errors, payload, username)).encode()
+            status, size = self._apply_fault(fault, good, "application/json")
+        emulator._record(kind, paths, status, size, fault_kind, variables=payload.get("variables"))
         return None
 
     def _execute(self, document, errors, payload, username) -> dict[str, Any]:
@@ -332,7 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._control("GET", path)
         match = _FILE_PATH.match(path)
         emulator = self.emulator
-        if not match or f"token={emulator.file_token}" not in query:
+        if not match or parse_qs(query).get("token") != [emulator.file_token]:
             self._send(403, b"invalid signature", "text/plain")
             return emulator._record("parquet", ("parquet",), 403, 0)
         entity, project, name, index = match.groups()
@@ -341,41 +355,55 @@ class _Handler(BaseHTTPRequestHandler):
         if int(index) >= len(files):
             self._send(404, b"no such export", "text/plain")
             return emulator._record("parquet", ("parquet",), 404, 0)
-        fault = emulator._pick_fault(("parquet",))
-        if self._apply_fault(fault):
-            return emulator._record("parquet", ("parquet",), fault.status, 0)
         data = files[int(index)]
+        fault = emulator._pick_fault(("parquet",))
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.seconds)
+        elif fault is not None:
+            status, size = self._apply_fault(fault, data, "application/octet-stream")
+            return emulator._record("parquet", ("parquet",), status, size, fault.kind)
         status, headers = 200, {"Accept-Ranges": "bytes"}
         byte_range = re.match(r"bytes=(\d*)-(\d*)$", self.headers.get("Range") or "")
-        if byte_range:
+        if byte_range and any(byte_range.groups()):
             first_text, last_text = byte_range.groups()
             if first_text:
                 first = int(first_text)
                 last = min(int(last_text), len(data) - 1) if last_text else len(data) - 1
             else:  # suffix range: the last N bytes
                 first, last = max(0, len(data) - int(last_text)), len(data) - 1
+            if first > last:
+                headers = {"Content-Range": f"bytes */{len(data)}"}
+                self._send(416, b"range not satisfiable", "text/plain", headers)
+                return emulator._record("parquet", ("parquet",), 416, 0)
             headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
             data, status = data[first : last + 1], 206
         size = self._send(status, data, "application/octet-stream", headers)
-        emulator._record("parquet", ("parquet",), status, size)
+        emulator._record("parquet", ("parquet",), status, size, fault.kind if fault else "")
         return None
 
     # -- control (not part of W&B) -------------------------------------------------------
 
     def _control(self, method: str, path: str) -> None:
+        """``GET stats|faults``; ``POST stats/reset``, ``faults`` (a FaultPlan), ``advance``."""
         emulator = self.emulator
-        if method == "GET" and path == "/_emulator/stats":
-            return self._send_json(200, emulator.stats()) and None
-        body = json.loads(self._read_body() or b"{}")
-        if path == "/_emulator/stats/reset":
-            emulator.reset_stats()
-        elif path == "/_emulator/faults":
-            emulator.set_faults(FaultPlan.from_dict(body))
-        elif path == "/_emulator/advance":
-            from tap_wandb.emulator.generator import advance
+        if method == "GET" and path in ("/_emulator/stats", "/_emulator/faults"):
+            found = emulator.stats() if path.endswith("stats") else asdict(emulator.faults)
+            self._send_json(200, found)
+            return
+        if method != "POST" or path not in _CONTROL_POSTS:
+            self._send(404, b"unknown control path", "text/plain")
+            return
+        try:
+            body = json.loads(self._read_body() or b"{}")
+            if path == "/_emulator/stats/reset":
+                emulator.reset_stats()
+            elif path == "/_emulator/faults":
+                emulator.set_faults(FaultPlan.from_dict(body))
+            else:
+                from tap_wandb.emulator.generator import advance
 
-            advance(emulator.store, seed=int(body.get("seed", 1)))
-        else:
-            return self._send(404, b"unknown control path", "text/plain") and None
+                advance(emulator.store, seed=int(body.get("seed", 1)))
+        except (ValueError, TypeError, AttributeError) as error:
+            self._send_json(400, {"error": str(error)})
+            return
         self._send_json(200, {"ok": True, "faults": asdict(emulator.faults)})
-        return None
