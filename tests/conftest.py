@@ -20,7 +20,9 @@ for _name in (
 ):  # fmt: skip
     (_CLIENT_HOME / _name).mkdir()
     os.environ[_name] = str(_CLIENT_HOME / _name)
-os.environ.update(WANDB_ERROR_REPORTING="false", WANDB_SILENT="true", NO_PROXY="127.0.0.1,localhost")
+os.environ.update(
+    WANDB_ERROR_REPORTING="false", WANDB_SILENT="true", NO_PROXY="127.0.0.1,localhost"
+)
 for _name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "HTTP_PROXY", "HTTPS_PROXY",
               "http_proxy", "https_proxy"):  # fmt: skip
     os.environ.pop(_name, None)
