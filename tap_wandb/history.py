@@ -79,7 +79,9 @@ class HistoryReader:
         else:
             urls, live_steps = exports
         from_files: set[int] = set()
-        live_from = min(live_steps) if live_steps else math.inf
+        live_from = live_steps[0] if live_steps else math.inf
+        if first_step >= live_from:
+            urls = []  # resuming past the exported part: nothing to download again
         for url in urls:
             for step, metrics in self._parquet_rows(run, url, first_step, last_step, stats):
                 if step >= live_from:

@@ -14,6 +14,14 @@ from pathlib import Path
 from typing import Any
 
 
+STREAM_KEYS = {
+    "runs": ("entity", "project", "run_id"),
+    "configs": ("entity", "project", "run_id", "key"),
+    "summaries": ("entity", "project", "run_id", "key"),
+    "history": ("entity", "project", "run_id", "step"),
+}
+
+
 def _reject_constant(token: str) -> Any:
     raise ValueError(f"non-strict JSON token {token}")
 

@@ -9,14 +9,7 @@ import pytest
 
 from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER
 from tests.conftest import official_client
-from tests.tap_runner import finite, numbers_equal, run_tap
-
-STREAM_KEYS = {
-    "runs": ("entity", "project", "run_id"),
-    "configs": ("entity", "project", "run_id", "key"),
-    "summaries": ("entity", "project", "run_id", "key"),
-    "history": ("entity", "project", "run_id", "step"),
-}
+from tests.tap_runner import STREAM_KEYS, finite, numbers_equal, run_tap
 
 
 @pytest.fixture(scope="module")
