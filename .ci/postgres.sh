@@ -21,23 +21,53 @@ as_pg() {  # run a command as the postgres OS user when root, else as ourselves
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-running() { [ -f "$1/data/postmaster.pid" ] && as_pg "$(pg_bin)/pg_ctl" -D "$1/data" status >/dev/null 2>&1; }
+# A server for DIR answers on its socket (port read from postgresql.conf)?
+answering() {
+  local port
+  port=$(sed -n 's/^port = \([0-9]*\).*/\1/p' "$1/data/postgresql.conf" 2>/dev/null | tail -n 1)
+  [ -n "$port" ] && as_pg "$(pg_bin)/pg_isready" -h "$1/sock" -p "$port" -t 2 -q
+}
+
+# Drop a postmaster.pid left by a dead (or zombie) postmaster, e.g. after kill -9 or a reboot.
+clear_stale_pid() {
+  local pidfile=$1/data/postmaster.pid pid st
+  [ -f "$pidfile" ] || return 0
+  pid=$(head -n 1 "$pidfile")
+  st=$(ps -o stat= -p "$pid" 2>/dev/null || true)
+  case "$st" in
+    ''|Z*) rm -f "$pidfile" "$1"/sock/.s.PGSQL.*; sleep 0.3 ;;  # let orphaned backends notice and exit
+    *) die "a server (pid $pid) owns $1/data but does not answer; run: postgres.sh stop $1" ;;
+  esac
+}
 
 start() {
   local dir=${1:?usage: postgres.sh start DIR PORT} port=${2:?usage: postgres.sh start DIR PORT} bin
   bin=$(pg_bin)
+  case "$port" in ''|*[!0-9]*) die "PORT must be a number, got '$port'";; esac
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
-  if running "$dir"; then
-    # Idempotent: already up on this dir; just make sure role/db exist.
-    :
+  # unix socket paths are limited to 107 bytes
+  [ ${#dir} -le 80 ] || die "DIR path too long for a unix socket (${#dir} > 80 chars): $dir"
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$dir"
+    runuser -u postgres -- test -w "$dir" \
+      || die "user postgres cannot reach $dir (a parent directory is not world-searchable); use e.g. /tmp/..."
+  fi
+  local cur_port
+  cur_port=$(sed -n 's/^port = \([0-9]*\).*/\1/p' "$dir/data/postgresql.conf" 2>/dev/null | tail -n 1 || true)
+  if [ -f "$dir/data/postmaster.pid" ] && answering "$dir" && [ "$cur_port" != "$port" ]; then
+    as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null  # restart on the new port
+  fi
+  if [ -f "$dir/data/postmaster.pid" ] && answering "$dir"; then
+    :  # idempotent: already up on this dir and port; just make sure role/db exist
   else
+    clear_stale_pid "$dir"
     [ -f "$dir/data/PG_VERSION" ] || {
       rm -rf "$dir/data" "$dir/sock"
       mkdir -p "$dir/data" "$dir/sock"
-      [ "$(id -u)" = 0 ] && chown -R postgres: "$dir" && chmod 755 "$dir"
-      as_pg "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
-        || as_pg "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 \
+      if [ "$(id -u)" = 0 ]; then chown -R postgres: "$dir"; fi
+      as_pg "$bin/initdb" -N -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+        || as_pg "$bin/initdb" -N -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
       cat >>"$dir/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
@@ -75,7 +105,8 @@ stop() {
   local dir=${1:?usage: postgres.sh stop DIR}
   [ -d "$dir" ] || return 0
   if [ -f "$dir/data/postmaster.pid" ]; then
-    as_pg "$(pg_bin)/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null 2>&1 || true
+    as_pg "$(pg_bin)/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null 2>&1 \
+      || as_pg "$(pg_bin)/pg_ctl" -D "$dir/data" -m immediate -w -t 10 stop >/dev/null 2>&1 || true
   fi
   rm -rf "$dir"
 }

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 STREAM_KEYS = {
     "runs": ("entity", "project", "run_id"),
     "configs": ("entity", "project", "run_id", "key"),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Emulator, advance, bench_store, demo_store
+from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Emulator, advance, bench_store
 from tests.tap_runner import STREAM_KEYS, run_tap, strict_loads
 
 
