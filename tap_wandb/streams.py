@@ -13,7 +13,7 @@ import typing as t
 
 from singer_sdk import Stream
 from singer_sdk import typing as th
-from singer_sdk.helpers._typing import TypeConformanceLevel
+from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_wandb import queries
 from tap_wandb.client import WandbResponseError, dumps_filters

@@ -64,9 +64,10 @@ class TapWandb(Tap):
         ),
         th.Property(
             "filters",
-            th.ObjectType(),
-            description='W&B MongoDB-style run filter, e.g. {"state": "finished"}; applied by '
-            "W&B and combined with the tap's own incremental filter.",
+            th.CustomType({"type": ["object", "string", "null"]}),
+            description='W&B MongoDB-style run filter (an object, or its JSON text), e.g. '
+            '{"state": "finished"}; applied by W&B and combined with the tap\'s own '
+            "incremental filter.",
         ),
         th.Property(
             "history_mode",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 
+import jsonschema
 import pytest
 
 from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER
@@ -44,6 +45,18 @@ def test_no_duplicate_keys_and_strict_json(full_sync):
         assert records, stream
         counts = Counter(tuple(r[k] for k in key) for r in records)
         assert [k for k, n in counts.items() if n > 1] == [], stream
+
+
+def test_every_record_is_valid_against_its_schema(full_sync):
+    run, _ = full_sync
+    validators = {
+        m["stream"]: jsonschema.Draft7Validator(m["schema"])
+        for m in run.messages
+        if m["type"] == "SCHEMA"
+    }
+    for message in run.messages:
+        if message["type"] == "RECORD":
+            validators[message["stream"]].validate(message["record"])
 
 
 def test_runs_match_official_client(full_sync, oracle):
