@@ -14,13 +14,13 @@ from urllib.parse import urlsplit
 
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
-from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from typing_extensions import override
 
 from tap_wandb import queries
 from tap_wandb.client import WandbAuthError, WandbClient, WandbError
 from tap_wandb.history import HistoryReader
+from tap_wandb.output import SingerOutput
 from tap_wandb.streams import ConfigsStream, HistoryStream, RunsStream, SummariesStream
 
 HISTORY_MODES = ("full", "sampled", "off")
@@ -30,7 +30,8 @@ class TapWandb(Tap):
     """Singer tap for Weights & Biases runs, configs, summaries and metric history."""
 
     name = "tap-wandb"
-    message_writer_class = MsgSpecWriter
+    message_writer_class = SingerOutput
+    message_writer: SingerOutput
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -65,7 +66,7 @@ class TapWandb(Tap):
         th.Property(
             "filters",
             th.CustomType({"type": ["object", "string", "null"]}),
-            description='W&B MongoDB-style run filter (an object, or its JSON text), e.g. '
+            description="W&B MongoDB-style run filter (an object, or its JSON text), e.g. "
             '{"state": "finished"}; applied by W&B and combined with the tap\'s own '
             "incremental filter.",
         ),
@@ -134,6 +135,8 @@ class TapWandb(Tap):
             # One clear line instead of a traceback; STATE already emitted stays valid.
             self.logger.error("tap-wandb failed: %s", error)
             sys.exit(1)
+        finally:
+            self.message_writer.flush_records()  # records extracted before a failure too
 
     @cached_property
     def start_date(self) -> dt.datetime | None:
