@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from tap_wandb.emulator.generator import DEMO_API_KEY, DEMO_USER, bench_store, demo_store
 from tap_wandb.emulator.server import Emulator
@@ -28,18 +30,18 @@ def main(argv: list[str] | None = None) -> None:
         store = bench_store(runs, steps, seed=args.seed)
     else:
         store = demo_store(args.seed, args.runs, args.big_run_steps)
+    # Handle SIGTERM before announcing the URL: a caller may stop us as soon as it reads it.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     emulator = Emulator(store, port=args.port).start()
     print(f"W&B emulator serving at {emulator.url}", flush=True)
     print(f"  entity: {DEMO_USER}   api key: {DEMO_API_KEY}", flush=True)
-    if args.url_file:
-        with open(args.url_file, "w") as handle:
-            handle.write(emulator.url)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
+    if args.url_file:  # written whole (rename), so a reader never sees half a URL
+        partial = Path(args.url_file).with_suffix(".partial")
+        partial.write_text(emulator.url)
+        partial.replace(args.url_file)
+    with contextlib.suppress(KeyboardInterrupt):
         stop.wait()
-    except KeyboardInterrupt:
-        pass
     emulator.stop()
     sys.exit(0)
 

@@ -221,7 +221,8 @@ class RunNode:
         return [raw.get(row["_step"]) or wire_json(row) for row in rows]
 
     def events(self, info, samples=None) -> list[str]:
-        return [wire_json(row) for row in evenly_sampled(self.run.events, samples or 500)]
+        rows = evenly_sampled(self.run.events, 500 if samples is None else samples)
+        return [wire_json(row) for row in rows]
 
     def sampledHistory(self, info, specs) -> list[list[dict[str, Any]]]:
         results = []
@@ -233,7 +234,9 @@ class RunNode:
             keys = list(dict.fromkeys(spec.get("keys") or []))
             windowed = "minStep" in spec or "maxStep" in spec
             source = (
-                self.run.live_rows if windowed and self.run.exported_before_step else self.run.history
+                self.run.live_rows
+                if windowed and self.run.exported_before_step
+                else self.run.history
             )
             low = spec.get("minStep", -math.inf)
             high = spec.get("maxStep", math.inf)  # inclusive here, unlike history()
@@ -389,7 +392,9 @@ def parse_query(text: str) -> tuple[graphql.DocumentNode | None, tuple[str, ...]
 def _field_paths(document: graphql.DocumentNode) -> set[str]:
     """Paths such as ``project.runs`` or ``project.run.history`` that a document asks for."""
     fragments = {
-        d.name.value: d for d in document.definitions if isinstance(d, graphql.FragmentDefinitionNode)
+        d.name.value: d
+        for d in document.definitions
+        if isinstance(d, graphql.FragmentDefinitionNode)
     }
     paths: set[str] = set()
 
@@ -432,11 +437,7 @@ def execute(
     body: dict[str, Any] = {"data": result.data}
     if result.errors:
         body["errors"] = [
-            {"message": error.message, "path": error.path, "locations": None}
+            {"message": error.message, **({"path": error.path} if error.path else {})}
             for error in result.errors
         ]
-        for error in body["errors"]:
-            error.pop("locations")
-            if error["path"] is None:
-                error.pop("path")
     return body

@@ -90,10 +90,11 @@ def _history(
 
 
 def _summary(rng: random.Random, run: Run) -> dict[str, Any]:
-    last = run.history[-1] if run.history else {}
-    summary: dict[str, Any] = {
-        key: value for key, value in last.items() if key not in ("weights",)
-    }
+    # As W&B keeps it: the latest value of every key ever logged.
+    last: dict[str, Any] = {}
+    for row in run.history:
+        last.update(row)
+    summary: dict[str, Any] = {key: value for key, value in last.items() if key != "weights"}
     summary.update(
         {
             "best/acc": round(rng.random(), 6),
@@ -145,8 +146,8 @@ def _make_run(
         group=rng.choice([None, "sweep-a", "grp/β"]),
         job_type=rng.choice([None, "train", "eval"]),
         sweep_name=rng.choice([None, None, "swp" + str(index % 3)]),
-        commit=rng.choice([None, "%040x" % rng.getrandbits(160)]),
-        notes=rng.choice([None, "", "first try\nwith a newline", "注释 \"quoted\""]),
+        commit=rng.choice([None, f"{rng.getrandbits(160):040x}"]),
+        notes=rng.choice([None, "", "first try\nwith a newline", '注释 "quoted"']),
         description=None,
         username=rng.choice(["alice", "bob", "émile"]),
         config=_config(rng, index),
@@ -192,8 +193,14 @@ def demo_store(
         project = store.projects[(DEMO_USER, "nlp")]
         created = max(run.created_at for run in project.runs.values()) + dt.timedelta(minutes=5)
         big = _make_run(
-            rng, DEMO_USER, "nlp", runs_per_project, created,
-            state="running", steps=big_run_steps, scalar_only=True,
+            rng,
+            DEMO_USER,
+            "nlp",
+            runs_per_project,
+            created,
+            state="running",
+            steps=big_run_steps,
+            scalar_only=True,
         )
         big.display_name = "long-pretraining"
         big.exported_before_step = big.history[int(len(big.history) * 0.8)]["_step"]
@@ -217,8 +224,14 @@ def bench_store(
     for index in range(runs):
         created += dt.timedelta(seconds=1 + index % 3)
         run = _make_run(
-            rng, DEMO_USER, "bench", index, created,
-            state="finished", steps=steps_per_run, scalar_only=True,
+            rng,
+            DEMO_USER,
+            "bench",
+            index,
+            created,
+            state="finished",
+            steps=steps_per_run,
+            scalar_only=True,
         )
         if exported_share and run.history:
             run.exported_before_step = run.history[int(len(run.history) * exported_share)]["_step"]
@@ -242,11 +255,12 @@ def advance(store: Store, seed: int = 1, new_runs_per_project: int = 3) -> None:
                     continue
                 last = run.last_step if run.last_step is not None else -1
                 start = run.created_at.replace(tzinfo=dt.UTC).timestamp()
-                for row in _history(rng, rng.randint(5, 60), start, scalar_only=True,
-                                    first_step=last + 1):
+                for row in _history(
+                    rng, rng.randint(5, 60), start, scalar_only=True, first_step=last + 1
+                ):
                     run.log(row)
                 run.heartbeat_at += dt.timedelta(minutes=10)
-                run.tags = [*run.tags, "advanced"]
+                run.tags = [*(tag for tag in run.tags if tag != "advanced"), "advanced"]
                 if rng.random() < 0.5:
                     run.state = "finished"
                 run.summary = {**_summary(rng, run), "final_eval": round(rng.random(), 4)}
@@ -255,6 +269,12 @@ def advance(store: Store, seed: int = 1, new_runs_per_project: int = 3) -> None:
             for i in range(new_runs_per_project):
                 created = newest + dt.timedelta(seconds=0 if i == 0 else 30 * i)
                 store.add_run(
-                    _make_run(rng, project.entity, project.name, base + i, created,
-                              steps=rng.randint(5, 80))
+                    _make_run(
+                        rng,
+                        project.entity,
+                        project.name,
+                        base + i,
+                        created,
+                        steps=rng.randint(5, 80),
+                    )
                 )

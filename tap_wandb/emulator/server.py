@@ -12,7 +12,6 @@ import random
 import re
 import secrets
 import socket
-import socket
 import threading
 import time
 from collections import Counter
@@ -97,7 +96,7 @@ class Emulator:
         return f"http://{host}:{port}"
 
     def start(self) -> Emulator:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self
 
@@ -222,13 +221,24 @@ class _Handler(BaseHTTPRequestHandler):
             body = gzip.decompress(body)
         return body
 
+    def _account(self, kind: str, paths: tuple[str, ...], fault: str = "", **extra: Any) -> None:
+        """Count this request when its answer goes out: before the bytes do, so that a client
+        holding the answer always finds it in the stats."""
+        self._pending = (kind, paths, fault, extra)
+
+    def _record_pending(self, status: int, size: int) -> None:
+        pending, self._pending = self._pending, None
+        if pending:
+            kind, paths, fault, extra = pending
+            self.emulator._record(kind, paths, status, size, fault, **extra)
+
     def _send(
         self,
         status: int,
         body: bytes,
         content_type: str = "application/json",
         headers: dict[str, str] | None = None,
-    ) -> int:
+    ) -> None:
         if (
             len(body) > 4096
             and "gzip" in (self.headers.get("Accept-Encoding") or "")
@@ -236,6 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
         ):
             body = gzip.compress(body, compresslevel=1)
             headers = {**(headers or {}), "Content-Encoding": "gzip"}
+        self._record_pending(status, len(body))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -243,32 +254,29 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(body)
-        return len(body)
 
-    def _send_json(self, status: int, value: Any, headers: dict[str, str] | None = None) -> int:
+    def _send_json(self, status: int, value: Any, headers: dict[str, str] | None = None) -> None:
         # W&B's outer JSON is strict: no bare NaN/Infinity.
-        return self._send(status, json.dumps(value, allow_nan=False).encode(), headers=headers)
+        self._send(status, json.dumps(value, allow_nan=False).encode(), headers=headers)
 
-    def _apply_fault(self, fault: Fault, good_body: bytes, content_type: str) -> tuple[int, int]:
-        """Answer with a fault other than ``delay``; returns the status and bytes sent."""
+    def _apply_fault(self, fault: Fault, good_body: bytes, content_type: str) -> None:
+        """Answer with a fault other than ``delay``."""
         if fault.kind == "drop":
+            self._record_pending(0, 0)
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
-            return 0, 0
-        if fault.kind == "status":
-            return fault.status, self._send(
-                fault.status, fault.body.encode(), headers=fault.headers
-            )
-        if fault.kind == "html":
-            page = b"<html><body>502 Bad Gateway</body></html>"
-            return 200, self._send(200, page, "text/html")
-        if fault.kind == "graphql_error":
+        elif fault.kind == "status":
+            self._send(fault.status, fault.body.encode(), headers=fault.headers)
+        elif fault.kind == "html":
+            self._send(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
+        elif fault.kind == "graphql_error":
             message = fault.body or "internal error"
-            return 200, self._send_json(200, {"errors": [{"message": message}], "data": None})
-        if fault.kind == "truncate":
+            self._send_json(200, {"errors": [{"message": message}], "data": None})
+        elif fault.kind == "truncate":
             self.close_connection = True
-            return 200, self._send(200, good_body[: max(1, len(good_body) // 2)], content_type)
-        raise ValueError(f"unknown fault kind {fault.kind!r}")
+            self._send(200, good_body[: max(1, len(good_body) // 2)], content_type)
+        else:
+            raise ValueError(f"unknown fault kind {fault.kind!r}")
 
     def _username(self) -> str | None:
         header = self.headers.get("Authorization") or ""
@@ -283,45 +291,40 @@ class _Handler(BaseHTTPRequestHandler):
     # -- W&B paths ------------------------------------------------------------------------
 
     def do_POST(self) -> None:
+        self._pending = None
         path = self.path.split("?")[0]
         if path.startswith("/_emulator/"):
             return self._control("POST", path)
         if path != "/graphql":
-            self._send(404, b"not found", "text/plain")
-            return None
+            return self._send(404, b"not found", "text/plain")
         emulator = self.emulator
         raw = self._read_body()
         try:
             payload = json.loads(raw)
             query = payload["query"]
         except (ValueError, KeyError, TypeError):
-            size = self._send_json(400, {"errors": [{"message": "invalid request body"}]})
-            return emulator._record("invalid", (), 400, size)
+            self._account("invalid", ())
+            return self._send_json(400, {"errors": [{"message": "invalid request body"}]})
         operation = payload.get("operationName") or ""
         document, errors, paths = api.parse_query(query)
         kind = operation or (paths[0] if paths else "invalid")
 
         username = self._username()
         if username is None:
-            size = self._send_json(401, UNAUTHORIZED)
-            return emulator._record(kind, paths, 401, size)
+            self._account(kind, paths)
+            return self._send_json(401, UNAUTHORIZED)
 
         fault = emulator._pick_fault(paths)
         fault_kind = fault.kind if fault else ""
+        self._account(kind, paths, fault_kind, variables=payload.get("variables"))
         if fault_kind == "delay":
             time.sleep(fault.seconds)
         if fault_kind in ("", "delay"):
-            status, size = (
-                200,
-                self._send_json(200, self._execute(document, errors, payload, username)),
-            )
-        else:
-            good = b""
-            if fault_kind == "truncate":
-                good = json.dumps(self._execute(document, errors, payload, username)).encode()
-            status, size = self._apply_fault(fault, good, "application/json")
-        emulator._record(kind, paths, status, size, fault_kind, variables=payload.get("variables"))
-        return None
+            return self._send_json(200, self._execute(document, errors, payload, username))
+        good = b""
+        if fault_kind == "truncate":
+            good = json.dumps(self._execute(document, errors, payload, username)).encode()
+        return self._apply_fault(fault, good, "application/json")
 
     def _execute(self, document, errors, payload, username) -> dict[str, Any]:
         if errors:
@@ -341,27 +344,27 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def do_GET(self) -> None:
+        self._pending = None
         path, _, query = self.path.partition("?")
         if path.startswith("/_emulator/"):
             return self._control("GET", path)
         match = _FILE_PATH.match(path)
         emulator = self.emulator
+        self._account("parquet", ("parquet",))
         if not match or parse_qs(query).get("token") != [emulator.file_token]:
-            self._send(403, b"invalid signature", "text/plain")
-            return emulator._record("parquet", ("parquet",), 403, 0)
+            return self._send(403, b"invalid signature", "text/plain")
         entity, project, name, index = match.groups()
         run = emulator.store.run(entity, project, name)
         files = api.parquet_files(run) if run else []
         if int(index) >= len(files):
-            self._send(404, b"no such export", "text/plain")
-            return emulator._record("parquet", ("parquet",), 404, 0)
+            return self._send(404, b"no such export", "text/plain")
         data = files[int(index)]
         fault = emulator._pick_fault(("parquet",))
+        self._account("parquet", ("parquet",), fault.kind if fault else "")
         if fault is not None and fault.kind == "delay":
             time.sleep(fault.seconds)
         elif fault is not None:
-            status, size = self._apply_fault(fault, data, "application/octet-stream")
-            return emulator._record("parquet", ("parquet",), status, size, fault.kind)
+            return self._apply_fault(fault, data, "application/octet-stream")
         status, headers = 200, {"Accept-Ranges": "bytes"}
         byte_range = re.match(r"bytes=(\d*)-(\d*)$", self.headers.get("Range") or "")
         if byte_range and any(byte_range.groups()):
@@ -373,13 +376,10 @@ class _Handler(BaseHTTPRequestHandler):
                 first, last = max(0, len(data) - int(last_text)), len(data) - 1
             if first > last:
                 headers = {"Content-Range": f"bytes */{len(data)}"}
-                self._send(416, b"range not satisfiable", "text/plain", headers)
-                return emulator._record("parquet", ("parquet",), 416, 0)
+                return self._send(416, b"range not satisfiable", "text/plain", headers)
             headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
             data, status = data[first : last + 1], 206
-        size = self._send(status, data, "application/octet-stream", headers)
-        emulator._record("parquet", ("parquet",), status, size, fault.kind if fault else "")
-        return None
+        return self._send(status, data, "application/octet-stream", headers)
 
     # -- control (not part of W&B) -------------------------------------------------------
 

@@ -311,7 +311,7 @@ def _sort_value(value: Any) -> tuple[int, Any]:
 
 
 def order_key(order: str | None):
-    """A sort-key function for a W&B order string such as ``+created_at`` or ``-summary_metrics.acc``.
+    """A sort key for a W&B order string such as ``+created_at`` or ``-summary_metrics.acc``.
 
     Ties break on creation sequence, so paging is stable.
     """
