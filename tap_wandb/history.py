@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import queue
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,3 +247,77 @@ def _run_node(data: dict[str, Any], run: RunRef) -> dict[str, Any]:
     if node is None:
         raise WandbResponseError(f"reading run {run}: the run is gone (deleted during the sync?)")
     return node
+
+
+class Prefetcher:
+    """Reads the history of upcoming runs on worker threads while earlier runs are written.
+
+    Runs are submitted in the order they will be taken; each worker hands its rows over in
+    chunks through a small queue, so memory stays bounded by workers x chunks, and the earliest
+    submitted run always has a worker (no deadlock).
+    """
+
+    _DONE = object()
+
+    def __init__(self, workers: int, chunk_rows: int = 2_000, queued_chunks: int = 8) -> None:
+        self.chunk_rows = chunk_rows
+        self.queued_chunks = queued_chunks
+        self._tasks: queue.Queue = queue.Queue()
+        self._results: dict[tuple, queue.Queue] = {}
+        self._stop = threading.Event()
+        for _ in range(workers):
+            threading.Thread(target=self._work, daemon=True).start()
+
+    def submit(self, key: tuple, read: Callable[[], Iterator[tuple[int, dict[str, Any]]]]) -> None:
+        results: queue.Queue = queue.Queue(maxsize=self.queued_chunks)
+        self._results[key] = results
+        self._tasks.put((read, results))
+
+    def take(self, key: tuple) -> Iterator[tuple[int, dict[str, Any]]] | None:
+        """The rows of a submitted run, or None if it was not submitted."""
+        results = self._results.pop(key, None)
+        if results is None:
+            return None
+        return self._drain(results)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _drain(self, results: queue.Queue) -> Iterator[tuple[int, dict[str, Any]]]:
+        while True:
+            chunk = results.get()
+            if chunk is self._DONE:
+                return
+            if isinstance(chunk, BaseException):
+                raise chunk
+            yield from chunk
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            read, results = self._tasks.get()
+            try:
+                chunk: list[tuple[int, dict[str, Any]]] = []
+                for row in read():
+                    chunk.append(row)
+                    if len(chunk) >= self.chunk_rows:
+                        self._put(results, chunk)
+                        chunk = []
+                self._put(results, chunk)
+                self._put(results, self._DONE)
+            except _Stopped:
+                return
+            except Exception as error:  # handed to the consumer, raised there
+                self._put(results, error)
+
+    def _put(self, results: queue.Queue, item: Any) -> None:
+        while True:
+            try:
+                results.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    raise _Stopped from None
+
+
+class _Stopped(Exception):
+    pass

@@ -8,6 +8,7 @@ children read what they need from the run being processed, so they cost no reque
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 import typing as t
 from functools import cached_property
@@ -59,6 +60,29 @@ class WandbStream(Stream):
     @property
     def wandb(self) -> TapWandb:
         return self._tap
+
+
+class _Progress:
+    """Progress a person can follow during a long sync: runs done of the project's total."""
+
+    def __init__(self, logger: logging.Logger, project: str) -> None:
+        self.logger, self.project = logger, project
+        self.total: int | None = None
+        self.done = 0
+        self.last_log = time.monotonic()
+
+    def start(self, total: int | None) -> None:
+        self.total = total
+        self.logger.info("%s: %s runs to read", self.project, total)
+
+    def run_done(self) -> None:
+        self.done += 1
+        if time.monotonic() - self.last_log > 15:
+            self.logger.info("%s: %d of %s runs done", self.project, self.done, self.total)
+            self.last_log = time.monotonic()
+
+    def finish(self) -> None:
+        self.logger.info("%s: %d runs emitted", self.project, self.done)
 
 
 class RunsStream(WandbStream):
@@ -138,20 +162,61 @@ class RunsStream(WandbStream):
         bookmark = dt.datetime.fromisoformat(bookmark_text) if bookmark_text else None
         unfinished: dict[str, int] = dict(state.get("unfinished_runs") or {})
         done_at_bookmark = set(state.get("runs_at_bookmark") or ())
-        filters = dumps_filters(self._filters(bookmark, unfinished))
         newest, at_newest = bookmark_text, set(done_at_bookmark)
         seen: set[str] = set()
+        history = self.wandb.streams["history"]
+        progress = _Progress(self.logger, f"{entity}/{project}")
+        for edges in self._pages(entity, project, self._filters(bookmark, unfinished), progress):
+            page = []
+            for node in (edge.get("node") or {} for edge in edges):
+                run_id = node.get("name")
+                if not run_id or run_id in seen:
+                    continue  # W&B pages may repeat a run while new ones are created
+                seen.add(run_id)
+                record, raw = self._record(node, entity, project)
+                if (
+                    record["created_at"] == bookmark_text
+                    and run_id in done_at_bookmark
+                    and run_id not in unfinished
+                ):
+                    continue  # finished and fully synced in an earlier sync
+                page.append((record, raw))
+            if history.selected:
+                for record, _ in page:
+                    history.prefetch(record, first_history_step(record["run_id"], unfinished))
+            for record, raw in page:
+                self.current_run = raw
+                yield record
+                # Resumed once the SDK has emitted the record and synced its children.
+                run_id = record["run_id"]
+                if record["state"] in TERMINAL_STATES:
+                    unfinished.pop(run_id, None)
+                else:
+                    unfinished[run_id] = self._history_done_through(record, unfinished)
+                if newest is None or record["created_at"] > newest:
+                    newest, at_newest = record["created_at"], {run_id}
+                elif record["created_at"] == newest:
+                    at_newest.add(run_id)
+                self._save_progress(state, newest, at_newest, unfinished)
+                progress.run_done()
+        for run_id in [r for r in unfinished if r not in seen]:
+            self.logger.info("%s/%s: run %s is gone or filtered out", entity, project, run_id)
+            unfinished.pop(run_id)
+        self._save_progress(state, newest, at_newest, unfinished)
+        progress.finish()
+
+    def _pages(
+        self, entity: str, project: str, filters: dict[str, t.Any], progress: _Progress
+    ) -> t.Iterator[list[dict[str, t.Any]]]:
+        """The edges of each page of runs, oldest first."""
         after: str | None = None
-        total: int | None = None
-        emitted = 0
-        last_log = time.monotonic()
         while True:
             data = self.wandb.client.graphql(
                 queries.RUNS,
                 {
                     "entity": entity,
                     "project": project,
-                    "filters": filters,
+                    "filters": dumps_filters(filters),
                     "order": "+created_at",
                     "first": self.config["page_size"],
                     "after": after,
@@ -165,50 +230,14 @@ class RunsStream(WandbStream):
                     f"project {entity}/{project} not found on {self.wandb.client.base_url}: check "
                     "the projects and entity settings, and that the API key can see it"
                 )
-            if total is None:
-                total = found.get("runCount")
-                self.logger.info("%s/%s: %s runs to read", entity, project, total)
+            if after is None:
+                progress.start(found.get("runCount"))
             connection = found.get("runs") or {}
             edges = connection.get("edges") or []
-            for edge in edges:
-                node = edge.get("node") or {}
-                run_id = node.get("name")
-                if not run_id or run_id in seen:
-                    continue  # W&B pages may repeat a run while new ones are created
-                seen.add(run_id)
-                record = self._record(node, entity, project)
-                if (
-                    record["created_at"] == bookmark_text
-                    and run_id in done_at_bookmark
-                    and run_id not in unfinished
-                ):
-                    continue  # finished and fully synced in an earlier sync
-                yield record
-                # Resumed once the SDK has emitted the record and synced its children.
-                emitted += 1
-                if record["state"] in TERMINAL_STATES:
-                    unfinished.pop(run_id, None)
-                else:
-                    unfinished[run_id] = self._history_done_through(record, unfinished)
-                if newest is None or record["created_at"] > newest:
-                    newest, at_newest = record["created_at"], {run_id}
-                elif record["created_at"] == newest:
-                    at_newest.add(run_id)
-                self._save_progress(state, newest, at_newest, unfinished)
-                if time.monotonic() - last_log > 15:
-                    self.logger.info("%s/%s: %d of %s runs done", entity, project, emitted, total)
-                    last_log = time.monotonic()
-            page_info = connection.get("pageInfo") or {}
-            if not page_info.get("hasNextPage") or not edges:
-                break
+            yield edges
+            if not (connection.get("pageInfo") or {}).get("hasNextPage") or not edges:
+                return
             after = edges[-1].get("cursor")  # as the official client pages runs
-        for run_id in [r for r in unfinished if r not in seen]:
-            self.logger.info(
-                "%s/%s: run %s is gone or filtered out; forgetting it", entity, project, run_id
-            )
-            unfinished.pop(run_id)
-        self._save_progress(state, newest, at_newest, unfinished)
-        self.logger.info("%s/%s: %d runs emitted", entity, project, emitted)
 
     @staticmethod
     def _save_progress(
@@ -227,7 +256,10 @@ class RunsStream(WandbStream):
             return record["history_last_step"]
         return unfinished.get(record["run_id"], -1)
 
-    def _record(self, node: dict[str, t.Any], entity: str, project: str) -> dict[str, t.Any]:
+    def _record(
+        self, node: dict[str, t.Any], entity: str, project: str
+    ) -> tuple[dict[str, t.Any], dict[str, t.Any]]:
+        """The run's record, and its raw config and summary for the child streams."""
         run_id = node["name"]
         where = f"run {entity}/{project}/{run_id}"
         raw_config = decode_json_string(
@@ -238,7 +270,7 @@ class RunsStream(WandbStream):
         )
         history_keys = node.get("historyKeys")
         last_step = history_keys.get("lastStep") if isinstance(history_keys, dict) else None
-        self.current_run = {"run_id": run_id, "config": raw_config, "summary": summary}
+        raw = {"run_id": run_id, "config": raw_config, "summary": summary}
         return {
             "entity": entity,
             "project": project,
@@ -263,19 +295,22 @@ class RunsStream(WandbStream):
             "system_metrics": decode_json_string(
                 node.get("systemMetrics"), what="systemMetrics", where=where, logger=self.logger
             ),
-        }
+        }, raw
 
     def get_child_context(self, record: dict, context: Context | None) -> dict:
-        state = self.get_context_state(context)
-        unfinished = state.get("unfinished_runs") or {}
-        first_step = unfinished[record["run_id"]] + 1 if record["run_id"] in unfinished else 0
+        unfinished = self.get_context_state(context).get("unfinished_runs") or {}
         return {
             "entity": record["entity"],
             "project": record["project"],
             "run_id": record["run_id"],
-            "first_step": first_step,
+            "first_step": first_history_step(record["run_id"], unfinished),
             "last_step": record["history_last_step"],
         }
+
+
+def first_history_step(run_id: str, unfinished: dict[str, int]) -> int:
+    """Where a run's history continues: after the last step emitted while it was running."""
+    return unfinished[run_id] + 1 if run_id in unfinished else 0
 
 
 class RunChildStream(WandbStream):
@@ -353,6 +388,10 @@ class HistoryStream(RunChildStream):
         ),
     ).to_dict()
 
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._prefetched_stats: dict[tuple, HistoryStats] = {}
+
     @cached_property
     def _direct_write(self) -> bool:
         """Whether records may skip the SDK's per-record mapping: nothing would change them
@@ -376,20 +415,42 @@ class HistoryStream(RunChildStream):
         self.wandb.message_writer.write_record(self.name, record, self._time_extracted)
         self.state_manager.is_flushed = False
 
+    def _rows(
+        self, run: RunRef, first_step: int, last_step: int, stats: HistoryStats
+    ) -> t.Iterator[tuple[int, dict[str, t.Any]]]:
+        reader = self.wandb.history_reader
+        if self.config["history_mode"] == "sampled":
+            return reader.sampled(run, self.config["history_samples"], stats)
+        return reader.full(run, first_step, last_step, stats)
+
+    def prefetch(self, record: dict[str, t.Any], first_step: int) -> None:
+        """Start reading a run's history in the background (runs are taken in this order)."""
+        prefetcher = self.wandb.prefetcher
+        last_step = record["history_last_step"]
+        mode = self.config["history_mode"]
+        if prefetcher is None or mode == "off" or (mode == "full" and last_step < first_step):
+            return
+        run = RunRef(record["entity"], record["project"], record["run_id"])
+        stats = HistoryStats()
+        self._prefetched_stats[(run, first_step, last_step)] = stats
+        prefetcher.submit(
+            (run, first_step, last_step), lambda: self._rows(run, first_step, last_step, stats)
+        )
+
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         assert context is not None
-        self._time_extracted = utc_now().isoformat()
-        mode = self.config["history_mode"]
-        if mode == "off":
+        if self.config["history_mode"] == "off":
             return
+        self._time_extracted = utc_now().isoformat()
         run = RunRef(context["entity"], context["project"], context["run_id"])
-        stats = HistoryStats()
+        key = (run, context["first_step"], context["last_step"])
         started = time.monotonic()
-        reader = self.wandb.history_reader
-        if mode == "sampled":
-            rows = reader.sampled(run, self.config["history_samples"], stats)
+        prefetched = self.wandb.prefetcher.take(key) if self.wandb.prefetcher else None
+        if prefetched is not None:
+            rows, stats = prefetched, self._prefetched_stats.pop(key)
         else:
-            rows = reader.full(run, context["first_step"], context["last_step"], stats)
+            stats = HistoryStats()
+            rows = self._rows(run, context["first_step"], context["last_step"], stats)
         entity, project, run_id = run.entity, run.project, run.run_id
         for step, metrics in rows:
             yield {
@@ -401,6 +462,6 @@ class HistoryStream(RunChildStream):
             }
         if stats.windows or stats.parquet_files:
             self.logger.info(
-                "history of %s: %d rows (%d parquet files, %d windows) in %.1f s",
+                "history of %s: %d rows (%d parquet files, %d windows), %.1f s after it was due",
                 run, stats.rows, stats.parquet_files, stats.windows, time.monotonic() - started,
             )  # fmt: skip

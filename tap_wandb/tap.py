@@ -19,7 +19,7 @@ from typing_extensions import override
 
 from tap_wandb import queries
 from tap_wandb.client import WandbAuthError, WandbClient, WandbError
-from tap_wandb.history import HistoryReader
+from tap_wandb.history import HistoryReader, Prefetcher
 from tap_wandb.output import SingerOutput
 from tap_wandb.streams import ConfigsStream, HistoryStream, RunsStream, SummariesStream
 
@@ -103,6 +103,13 @@ class TapWandb(Tap):
             description="Steps per request when paging live (not yet exported) history.",
         ),
         th.Property(
+            "history_concurrency",
+            th.IntegerType,
+            default=4,
+            description="Runs whose history is read at once, ahead of the run being written "
+            "(1: one run at a time). A 429 pauses them all.",
+        ),
+        th.Property(
             "request_timeout",
             th.NumberType,
             default=60,
@@ -137,6 +144,8 @@ class TapWandb(Tap):
             sys.exit(1)
         finally:
             self.message_writer.flush_records()  # records extracted before a failure too
+            if self.prefetcher is not None:
+                self.prefetcher.close()
 
     @cached_property
     def start_date(self) -> dt.datetime | None:
@@ -169,6 +178,11 @@ class TapWandb(Tap):
             keys=frozenset(keys) if keys else None,
             logger=self.logger,
         )
+
+    @cached_property
+    def prefetcher(self) -> Prefetcher | None:
+        workers = self.config["history_concurrency"]
+        return Prefetcher(workers) if workers > 1 else None
 
     @cached_property
     def entity(self) -> str:
@@ -246,7 +260,13 @@ def settings_problems(config: t.Mapping[str, t.Any]) -> list[str]:
             f"history_mode must be one of {', '.join(HISTORY_MODES)}, "
             f"got {config['history_mode']!r}"
         )
-    for name in ("page_size", "history_samples", "history_window", "request_timeout"):
+    for name in (
+        "page_size",
+        "history_samples",
+        "history_window",
+        "history_concurrency",
+        "request_timeout",
+    ):
         value = config.get(name)
         if value is not None and (not isinstance(value, int | float) or value <= 0):
             problems.append(f"{name} must be a positive number, got {value!r}")
