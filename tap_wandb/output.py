@@ -1,8 +1,9 @@
-"""Singer output: the SDK's msgspec writer plus a buffered lane for history records.
+"""Singer output: the SDK's msgspec encoding, written in chunks instead of line by line.
 
 With ``PYTHONUNBUFFERED`` (common under orchestrators) every message the SDK writes is its own
-system call. History records are most of a sync's volume, so they are encoded directly and
-written in large chunks; any other message flushes them first, so the order stays exact.
+system call and flush. Here messages queue in memory and go out in chunks of about a megabyte,
+and whenever a STATE message is written, so a target sees each STATE right after the records
+it covers. History records skip the SDK's message objects altogether (``write_record``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import typing as t
 
 import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.singerlib import SingerMessageType
 
 CHUNK_BYTES = 1 << 20
 
@@ -23,23 +25,30 @@ class SingerOutput(MsgSpecWriter):
         self._pending: list[bytes] = []
         self._pending_bytes = 0
 
+    def _queue(self, line: bytes) -> None:
+        self._pending.append(line)
+        self._pending_bytes += len(line)
+        if self._pending_bytes >= CHUNK_BYTES:
+            self.flush()
+
     def write_record(self, stream: str, record: dict[str, t.Any], time_extracted: str) -> None:
         """Queue a RECORD whose values are already JSON-ready and finite."""
-        line = self._encoder.encode(
-            {"type": "RECORD", "stream": stream, "record": record, "time_extracted": time_extracted}
-        )
-        self._pending.append(line + b"\n")
-        self._pending_bytes += len(line) + 1
-        if self._pending_bytes >= CHUNK_BYTES:
-            self.flush_records()
+        message = {
+            "type": "RECORD",
+            "stream": stream,
+            "record": record,
+            "time_extracted": time_extracted,
+        }
+        self._queue(self._encoder.encode(message) + b"\n")
 
-    def flush_records(self) -> None:
+    def write_message(self, message: t.Any) -> None:
+        self._queue(bytes(self.format_message(message)))
+        if message.type == SingerMessageType.STATE:
+            self.flush()
+
+    def flush(self) -> None:
         if self._pending:
             sys.stdout.buffer.write(b"".join(self._pending))
             sys.stdout.flush()
             self._pending.clear()
             self._pending_bytes = 0
-
-    def write_message(self, message: t.Any) -> None:
-        self.flush_records()
-        super().write_message(message)

@@ -13,7 +13,7 @@ import time
 import typing as t
 from functools import cached_property
 
-from singer_sdk import Stream
+from singer_sdk import Stream, metrics
 from singer_sdk import typing as th
 from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
@@ -56,6 +56,9 @@ class WandbStream(Stream):
     """Common ground of the tap's streams: the tap's client and settings."""
 
     _tap: TapWandb
+    # Records are built schema-exact, JSON-ready and finite, so the SDK's per-value
+    # conforming (a third of its cost per record) has nothing to do.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     @property
     def wandb(self) -> TapWandb:
@@ -204,6 +207,8 @@ class RunsStream(WandbStream):
             unfinished.pop(run_id)
         self._save_progress(state, newest, at_newest, unfinished)
         progress.finish()
+        for child in self.child_streams:
+            child.flush_counts()
 
     def _pages(
         self, entity: str, project: str, filters: dict[str, t.Any], progress: _Progress
@@ -313,12 +318,68 @@ def first_history_step(run_id: str, unfinished: dict[str, int]) -> int:
     return unfinished[run_id] + 1 if run_id in unfinished else 0
 
 
+class _CountAcrossRuns(metrics.Counter):
+    """A child stream's record count over all runs, logged every interval rather than after
+    each run (the SDK's default: two METRIC lines per run and child stream)."""
+
+    def with_context(self, value: Context | None) -> None:
+        pass
+
+    def __enter__(self) -> _CountAcrossRuns:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._ready_to_log():
+            self._pop()
+
+    def flush(self) -> None:
+        if self.value:
+            self._pop()
+
+
+class _Untimed(metrics.Timer):
+    def with_context(self, value: Context | None) -> None:
+        pass
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
 class RunChildStream(WandbStream):
     """A per-run stream. Child state is kept out of the bookmarks (it would grow with every
     run); the parent's state says which runs to read again."""
 
     parent_stream_type = RunsStream
     state_partitioning_keys: t.ClassVar[list[str]] = []
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._schema_written = False
+        # The SDK announces every per-run sync at INFO: thousands of lines that say nothing.
+        self.logger.setLevel(logging.WARNING)
+
+    @override
+    def get_record_counter(self, **kwargs: t.Any) -> metrics.Counter:
+        if not hasattr(self, "_counter"):
+            self._counter = _CountAcrossRuns(
+                metrics.Metric.RECORD_COUNT, {metrics.Tag.STREAM: self.name}
+            )
+        return self._counter
+
+    @override
+    def get_sync_timer(self) -> metrics.Timer:
+        return _Untimed(metrics.Metric.SYNC_DURATION, {metrics.Tag.STREAM: self.name})
+
+    def flush_counts(self) -> None:
+        if hasattr(self, "_counter"):
+            self._counter.flush()
+
+    @override
+    def _write_schema_message(self) -> None:
+        # The SDK writes SCHEMA again for every run; targets need it once per sync.
+        if not self._schema_written:
+            super()._write_schema_message()
+            self._schema_written = True
 
     def current_run(self, context: Context) -> dict[str, t.Any]:
         current = self.wandb.streams["runs"].current_run
@@ -376,8 +437,6 @@ class HistoryStream(RunChildStream):
 
     name = "history"
     primary_keys = ("entity", "project", "run_id", "step")
-    # Records are built schema-exact and finite, so the SDK's per-value conforming is skipped.
-    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
     schema = th.PropertiesList(
         *RUN_KEY.wrapped.values(),
         th.Property("step", th.IntegerType, required=True, description="The row's _step"),
@@ -452,16 +511,16 @@ class HistoryStream(RunChildStream):
             stats = HistoryStats()
             rows = self._rows(run, context["first_step"], context["last_step"], stats)
         entity, project, run_id = run.entity, run.project, run.run_id
-        for step, metrics in rows:
+        for step, values in rows:
             yield {
                 "entity": entity,
                 "project": project,
                 "run_id": run_id,
                 "step": step,
-                "metrics": metrics,
+                "metrics": values,
             }
-        if stats.windows or stats.parquet_files:
-            self.logger.info(
+        if stats.rows >= 10_000:
+            self.wandb.logger.info(
                 "history of %s: %d rows (%d parquet files, %d windows), %.1f s after it was due",
                 run, stats.rows, stats.parquet_files, stats.windows, time.monotonic() - started,
             )  # fmt: skip

@@ -9,6 +9,7 @@ import netrc
 import os
 import sys
 import typing as t
+from decimal import Decimal
 from functools import cached_property
 from urllib.parse import urlsplit
 
@@ -143,7 +144,7 @@ class TapWandb(Tap):
             self.logger.error("tap-wandb failed: %s", error)
             sys.exit(1)
         finally:
-            self.message_writer.flush_records()  # records extracted before a failure too
+            self.message_writer.flush()  # records extracted before a failure too
             if self.prefetcher is not None:
                 self.prefetcher.close()
 
@@ -268,8 +269,11 @@ def settings_problems(config: t.Mapping[str, t.Any]) -> list[str]:
         "request_timeout",
     ):
         value = config.get(name)
-        if value is not None and (not isinstance(value, int | float) or value <= 0):
-            problems.append(f"{name} must be a positive number, got {value!r}")
+        # The SDK reads fractions from a config file as Decimal.
+        number = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+        if value is not None and (not number or value <= 0):
+            shown = str(value) if isinstance(value, Decimal) else repr(value)
+            problems.append(f"{name} must be a positive number, got {shown}")
     max_retries = config.get("max_retries")
     if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
         problems.append(f"max_retries must be 0 or more, got {max_retries!r}")
@@ -284,22 +288,38 @@ def settings_problems(config: t.Mapping[str, t.Any]) -> list[str]:
 
 def find_api_key(config: t.Mapping[str, t.Any], base_url: str) -> str:
     """The API key: the api_key setting, else WANDB_API_KEY, else ~/.netrc (`wandb login`)."""
-    if config.get("api_key"):
-        return config["api_key"]
-    if os.environ.get("WANDB_API_KEY"):
-        return os.environ["WANDB_API_KEY"]
     host = urlsplit(base_url).hostname or ""
-    try:
-        entry = netrc.netrc().authenticators(host)
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        entry = None
-    if entry and entry[2]:
-        return entry[2]
-    raise WandbAuthError(
-        f"No W&B API key found for {base_url}: set the api_key setting (TAP_WANDB_API_KEY), "
-        f"the WANDB_API_KEY environment variable, or run `wandb login` (a ~/.netrc entry for "
-        f"{host})."
-    )
+    found, source, netrc_problem = None, "", ""
+    if config.get("api_key"):
+        found, source = config["api_key"], "the api_key setting"
+    elif os.environ.get("WANDB_API_KEY"):
+        found, source = os.environ["WANDB_API_KEY"], "WANDB_API_KEY"
+    else:
+        try:
+            entry = netrc.netrc().authenticators(host)
+        except netrc.NetrcParseError as error:
+            # Its message may quote the file's tokens; only the permission ones are safe.
+            permissions = "permissive" in error.msg or "owner" in error.msg
+            netrc_problem = f"; ~/.netrc was not read: {error.msg if permissions else 'bad syntax'}"
+            entry = None
+        except OSError:
+            entry = None
+        if entry and entry[2]:
+            found, source = entry[2], f"the ~/.netrc entry for {host}"
+    if not found:
+        raise WandbAuthError(
+            f"No W&B API key found for {base_url}: set the api_key setting (TAP_WANDB_API_KEY), "
+            f"the WANDB_API_KEY environment variable, or run `wandb login` (a ~/.netrc entry "
+            f"for {host}){netrc_problem}."
+        )
+    key = found.strip()
+    if not (key.isascii() and key.isprintable()) or " " in key:
+        # Never echo it: say where it came from instead.
+        raise WandbAuthError(
+            f"The API key in {source} has characters no W&B key has (spaces, quotes or "
+            "non-ASCII letters); copy it again from your W&B settings."
+        )
+    return key
 
 
 if __name__ == "__main__":

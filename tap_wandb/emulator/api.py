@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import bisect
 import functools
 import io
 import json
@@ -60,6 +61,18 @@ def evenly_sampled(rows: list[Any], samples: int | None) -> list[Any]:
     return [rows[i] for i in picks]
 
 
+def warm_history(run: Run) -> None:
+    """Encode a run's rows now rather than on the first history request."""
+    _encoded_history(run, len(run.history))
+
+
+@functools.lru_cache(maxsize=8192)
+def _encoded_history(run: Run, history_length: int) -> tuple[list[int], list[str]]:
+    """The run's steps and wire-encoded rows, computed once per history length."""
+    rows = run.history[:history_length]
+    return [row["_step"] for row in rows], [wire_json(row) for row in rows]
+
+
 def _type_name(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
@@ -75,8 +88,13 @@ def _type_name(value: Any) -> str:
 
 
 def history_keys(run: Run) -> dict[str, Any]:
+    return _history_keys(run, len(run.history))
+
+
+@functools.lru_cache(maxsize=8192)
+def _history_keys(run: Run, history_length: int) -> dict[str, Any]:
     counts: dict[str, dict[str, int]] = {}
-    for row in run.history:
+    for row in run.history[:history_length]:
         for key, value in row.items():
             by_type = counts.setdefault(key, {})
             name = _type_name(value)
@@ -110,7 +128,7 @@ def parquet_files(run: Run) -> list[bytes]:
     return _parquet_files(run, len(run.history), run.exported_before_step)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=1024)
 def _parquet_files(run: Run, history_length: int, exported_before_step: int) -> list[bytes]:
     rows = run.history[:history_length]
     rows = [row for row in rows if row["_step"] < exported_before_step]
@@ -211,12 +229,14 @@ class RunNode:
             rows = evenly_sampled(self.run.history, 500 if samples is None else samples)
         else:
             # Step windows serve what is not exported yet (the client merges them with parquet).
-            source = self.run.live_rows if self.run.exported_before_step else self.run.history
-            low = -math.inf if minStep is None else minStep
-            high = math.inf if maxStep is None else maxStep
-            rows = [row for row in source if low <= row["_step"] < high]
+            steps, encoded = _encoded_history(self.run, len(self.run.history))
+            low = max(minStep if minStep is not None else -math.inf, self.run.exported_before_step)
+            first = bisect.bisect_left(steps, low)
+            last = len(steps) if maxStep is None else bisect.bisect_left(steps, maxStep)
             if samples is not None:
-                rows = rows[:samples]
+                last = min(last, first + max(samples, 0))
+            raw = self.run.raw_history_rows
+            return [raw.get(steps[i]) or encoded[i] for i in range(first, last)]
         raw = self.run.raw_history_rows
         return [raw.get(row["_step"]) or wire_json(row) for row in rows]
 
