@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import IO, Any
 from urllib.parse import urlsplit
 
@@ -21,6 +22,14 @@ import requests
 from tap_wandb import __version__
 
 RETRIABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# No answer, or one cut short in transit (a body shorter than its Content-Length, a broken
+# gzip stream): worth another try.
+TRANSIENT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 USER_AGENT = f"tap-wandb/{__version__}"
 
 
@@ -112,7 +121,12 @@ class WandbClient:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._paused_until = 0.0
+        self._closed = threading.Event()
         self._random = random.Random()
+
+    def close(self) -> None:
+        """Stop retrying: requests in other threads fail at their next attempt."""
+        self._closed.set()
 
     def __repr__(self) -> str:  # never show the key
         return f"WandbClient({self.base_url!r})"
@@ -142,7 +156,7 @@ class WandbClient:
         )
         try:
             payload = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             snippet = " ".join(response.text.split())[:120]
             raise WandbResponseError(
                 f"{what}: W&B at {self.base_url} answered HTTP {response.status_code} with a body "
@@ -172,37 +186,48 @@ class WandbClient:
         """
         self.request_counts["download"] += 1
         same_host = urlsplit(url).netloc == urlsplit(self.base_url).netloc
-        for attempt in range(self.max_retries + 1):
+
+        def save(response: requests.Response) -> int:
             destination.seek(0)
             destination.truncate()
-            response = self._send(
-                "GET", url, what=what, stream=True, auth=self._auth if same_host else None
-            )
             written = 0
-            try:
-                with response:
-                    for chunk in response.iter_content(chunk_size=1 << 20):
-                        destination.write(chunk)
-                        written += len(chunk)
-                return written
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
-                if attempt == self.max_retries:
-                    raise WandbUnavailableError(
-                        f"{what}: download kept failing ({type(error).__name__})"
-                    ) from None
-                self._sleep_before_retry(what, type(error).__name__, attempt, None)
-        raise AssertionError("unreachable")
+            for chunk in response.iter_content(chunk_size=1 << 20):
+                destination.write(chunk)
+                written += len(chunk)
+            return written
+
+        return self._send(
+            "GET", url, what=what, stream=True, auth=self._auth if same_host else None, read=save
+        )
 
     # -- retries ----------------------------------------------------------------------------
 
-    def _send(self, method: str, url: str, *, what: str, **kwargs: Any) -> requests.Response:
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        read: Callable[[requests.Response], Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The successful response, or what ``read`` (given a streamed body) returns from it.
+
+        Attempts, whether the request or the reading of a streamed body fails, share one
+        budget of ``max_retries`` retries.
+        """
         problem = ""
         for attempt in range(self.max_retries + 1):
+            if self._closed.is_set():
+                raise WandbUnavailableError(f"{what}: not retried, the sync is stopping")
             self._wait_while_paused()
             wait: float | None = None
             try:
                 response = self._session().request(method, url, timeout=self.timeout, **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as error:
+                if read is not None and response.status_code < 400:
+                    with response:
+                        return read(response)
+            except TRANSIENT_ERRORS as error:
                 problem = f"{type(error).__name__} ({_short(error)})"
             else:
                 status = response.status_code
@@ -246,7 +271,7 @@ class WandbClient:
             what, problem, attempt + 1, self.max_retries, wait,
         )  # fmt: skip
         self.request_counts["retries"] += 1
-        time.sleep(wait)
+        self._closed.wait(wait)
 
     def _pause_everyone(self, seconds: float) -> None:
         with self._lock:
@@ -257,7 +282,7 @@ class WandbClient:
     def _wait_while_paused(self) -> None:
         remaining = self._paused_until - time.monotonic()
         if remaining > 0:
-            time.sleep(remaining)
+            self._closed.wait(remaining)
 
 
 def _short(error: Exception) -> str:

@@ -14,13 +14,19 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tap_wandb import queries
 from tap_wandb.client import WandbClient, WandbGraphQLError, WandbResponseError
 from tap_wandb.values import history_metrics, step_of
+
+# A parquet cell holding NaN/Infinity: logged, so its key stays (as null), unlike a null cell,
+# which is a key not logged at that step.
+_NON_FINITE = object()
 
 
 @dataclass(frozen=True)
@@ -174,7 +180,7 @@ class HistoryReader:
                 )
                 stats.skipped += 1
                 continue
-            metrics = history_metrics(row, self.keys)
+            metrics = history_metrics(row, self.keys, where=f"run {run}", logger=self.logger)
             if self.keys is not None and not metrics:
                 continue
             stats.rows += 1
@@ -189,39 +195,62 @@ class HistoryReader:
             )
             stats.parquet_files += 1
             handle.seek(0)
-            parquet = pq.ParquetFile(handle)
-            names = parquet.schema_arrow.names
-            if "_step" not in names:
-                self.logger.warning("run %s: a history export has no _step column; skipped", run)
-                return
-            columns = (
-                None if self.keys is None else [n for n in names if n == "_step" or n in self.keys]
-            )
-            step_index = names.index("_step")
-            for group in range(parquet.num_row_groups):
-                bounds = parquet.metadata.row_group(group).column(step_index).statistics
-                outside = (
-                    bounds is not None
-                    and bounds.has_min_max
-                    and (bounds.max < first_step or bounds.min > last_step)
-                )
-                if outside:
-                    continue
-                table = parquet.read_row_group(group, columns=columns)
-                for row in table.to_pylist():
-                    step = step_of(row.pop("_step"))
-                    if step is None or not first_step <= step <= last_step:
-                        continue
-                    # A null cell is a key not logged at that step; NaN was logged (-> None).
-                    metrics = {
-                        key: value if not isinstance(value, float) or math.isfinite(value) else None
-                        for key, value in row.items()
-                        if value is not None
-                    }
-                    if self.keys is not None and not metrics:
-                        continue
-                    stats.rows += 1
-                    yield step, metrics
+            try:
+                yield from self._read_parquet(run, handle, first_step, last_step, stats)
+            except (pa.ArrowException, OSError) as error:
+                raise WandbResponseError(
+                    f"history export of run {run}: the parquet file W&B served is unreadable "
+                    f"({error}); try again, or use history_mode sampled for this project"
+                ) from None
+
+    def _read_parquet(
+        self, run: RunRef, handle: IO[bytes], first_step: int, last_step: int, stats: HistoryStats
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        parquet = pq.ParquetFile(handle)
+        names = parquet.schema_arrow.names
+        if "_step" not in names:
+            self.logger.warning("run %s: a history export has no _step column; skipped", run)
+            return
+        columns = (
+            None if self.keys is None else [n for n in names if n == "_step" or n in self.keys]
+        )
+        step_index = names.index("_step")
+        for group in range(parquet.num_row_groups):
+            bounds = parquet.metadata.row_group(group).column(step_index).statistics
+            known = bounds is not None and bounds.has_min_max
+            if known and (bounds.max < first_step or bounds.min > last_step):
+                continue
+            table = parquet.read_row_group(group, columns=columns)
+            yield from self._table_rows(table, first_step, last_step, stats)
+
+    def _table_rows(
+        self, table: pa.Table, first_step: int, last_step: int, stats: HistoryStats
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Rows of a parquet table, converted column by column."""
+        names = [name for name in table.column_names if name != "_step"]
+        columns = []
+        has_non_finite = False
+        for name in names:
+            column = table.column(name)
+            values = column.to_pylist()
+            if pa.types.is_floating(column.type) and not pc.all(pc.is_finite(column)).as_py():
+                values = [v if v is None or math.isfinite(v) else _NON_FINITE for v in values]
+                has_non_finite = True
+            columns.append(values)
+        steps = table.column("_step").to_pylist()
+        for step, values in zip(steps, zip(*columns, strict=True), strict=True):
+            step = step_of(step)
+            if step is None or not first_step <= step <= last_step:
+                continue
+            metrics = {
+                name: value for name, value in zip(names, values, strict=True) if value is not None
+            }
+            if has_non_finite:
+                metrics = {k: None if v is _NON_FINITE else v for k, v in metrics.items()}
+            if self.keys is not None and not metrics:
+                continue
+            stats.rows += 1
+            yield step, metrics
 
     # -- sampled history -----------------------------------------------------------------
 

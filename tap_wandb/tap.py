@@ -145,7 +145,8 @@ class TapWandb(Tap):
             sys.exit(1)
         finally:
             self.message_writer.flush()  # records extracted before a failure too
-            if self.prefetcher is not None:
+            if self.__dict__.get("prefetcher") is not None:  # only if it was started
+                self.client.close()  # history readers still retrying give up now
                 self.prefetcher.close()
 
     @cached_property
@@ -221,7 +222,13 @@ class TapWandb(Tap):
             if not page.get("hasNextPage") or not edges:
                 break
             after = page.get("endCursor")
-        self.logger.info("entity %s: %d projects to sync", self.entity, len(paths))
+        if paths:
+            self.logger.info("entity %s: %d projects to sync", self.entity, len(paths))
+        else:
+            self.logger.warning(
+                "entity %s: no projects this API key can see; check the entity setting",
+                self.entity,
+            )
         return paths
 
 

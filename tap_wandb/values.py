@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import math
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -17,20 +18,65 @@ INTERNAL_CONFIG_KEYS = frozenset({"_wandb", "wandb_version"})
 TERMINAL_STATES = frozenset({"finished", "failed", "crashed", "killed"})
 
 
-def finite(value: Any) -> Any:
+# Values nested deeper than this become null: a recursive walk (ours, the SDK's, a target's
+# JSON parser) would overflow Python's stack on them. W&B data is rarely deeper than ~10.
+MAX_DEPTH = 100
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class TooDeepError(ValueError):
+    """A value nested deeper than :data:`MAX_DEPTH` levels."""
+
+
+def clean_text(value: Any) -> Any:
+    """A string with lone UTF-16 surrogates (``"\\udcff"`` in W&B's JSON text, e.g. from a
+    surrogate-escaped file name) replaced by U+FFFD: UTF-8 output cannot hold them."""
+    if not isinstance(value, str) or value.isascii():
+        return value
+    return _SURROGATE.sub("\ufffd", value)
+
+
+def finite(value: Any, depth: int = 0) -> Any:
     """Return ``value`` with every NaN/Infinity (float or Decimal) replaced by None.
 
-    Singer output must be strict JSON and most warehouses reject non-finite numbers.
+    Singer output must be strict JSON and most warehouses reject non-finite numbers. Strings
+    lose lone surrogates (see :func:`clean_text`). Raises :class:`TooDeepError` for values nested
+    more than ``MAX_DEPTH - depth`` levels deep.
     """
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return clean_text(value)
     if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
+        if depth >= MAX_DEPTH:
+            raise TooDeepError
+        return {clean_text(key): finite(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list):
-        return [finite(item) for item in value]
+        if depth >= MAX_DEPTH:
+            raise TooDeepError
+        return [finite(item, depth + 1) for item in value]
     if isinstance(value, Decimal):
         return value if value.is_finite() else None
     return value
+
+
+def finite_object(
+    value: dict[str, Any], *, what: str, where: str, logger: logging.Logger
+) -> dict[str, Any]:
+    """:func:`finite` per key of an object; a key whose value is nested too deep becomes null,
+    with a warning naming ``where`` (the run) and the key."""
+    result = {}
+    for key, item in value.items():
+        key = clean_text(key)
+        try:
+            result[key] = finite(item, 1)
+        except TooDeepError:
+            logger.warning(
+                "%s: %s key %r is nested deeper than %d levels; emitting null",
+                where, what, key, MAX_DEPTH,
+            )  # fmt: skip
+            result[key] = None
+    return result
 
 
 def decode_json_string(
@@ -44,7 +90,12 @@ def decode_json_string(
     if text is None:
         return None
     if isinstance(text, dict):
-        return finite(text)
+        return finite_object(text, what=what, where=where, logger=logger)
+    if not isinstance(text, str):
+        logger.warning(
+            "%s: %s is a %s, not a JSON string; emitting null", where, what, type(text).__name__
+        )
+        return None
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as error:
@@ -55,7 +106,7 @@ def decode_json_string(
             "%s: %s is a JSON %s, not an object; emitting null", where, what, type(value).__name__
         )
         return None
-    return finite(value)
+    return finite_object(value, what=what, where=where, logger=logger)
 
 
 def config_entries(raw_config: dict[str, Any]) -> list[tuple[str, Any, str | None]]:
@@ -113,10 +164,24 @@ def step_of(value: Any) -> int | None:
     return None
 
 
-def history_metrics(row: dict[str, Any], keys: frozenset[str] | None = None) -> dict[str, Any]:
-    """Everything in a history row except ``_step``, finite, optionally only ``keys``."""
-    return {
-        key: finite(value)
-        for key, value in row.items()
-        if key != "_step" and (keys is None or key in keys)
-    }
+def history_metrics(
+    row: dict[str, Any],
+    keys: frozenset[str] | None = None,
+    *,
+    where: str = "history row",
+    logger: logging.Logger | None = None,
+) -> dict[str, Any]:
+    """Everything in a history row except ``_step``, finite, optionally only ``keys``.
+
+    A value nested too deep becomes null, with a warning naming ``where`` (the run) and the key.
+    """
+    try:
+        return {
+            key if key.isascii() else clean_text(key): finite(value, 1)
+            for key, value in row.items()
+            if key != "_step" and (keys is None or key in keys)
+        }
+    except TooDeepError:
+        metrics = {k: v for k, v in row.items() if k != "_step" and (keys is None or k in keys)}
+        logger = logger or logging.getLogger("tap-wandb")
+        return finite_object(metrics, what="history", where=where, logger=logger)
