@@ -9,13 +9,11 @@ Every sync runs the tap's CLI against its own emulator on a small dataset (proje
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import logging
 import re
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +24,6 @@ from typing import Any
 import pytest
 
 from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Emulator, Fault, FaultPlan, demo_store
-from tap_wandb.emulator.server import _Handler
 from tap_wandb.emulator.store import Run, Store
 from tap_wandb.values import decode_json_string
 from tests.tap_runner import STREAM_KEYS, TapRun, run_tap
@@ -107,38 +104,23 @@ def _sync(
     store: Store | None = None,
     env: dict[str, str] | None = None,
     state: dict | None = None,
-    downloads: list[Fault] | None = None,
     **settings: Any,
 ) -> Outcome:
-    """One CLI sync against a fresh emulator serving ``store`` with ``plan``'s faults, and
-    ``downloads`` faults for parquet downloads only (a plan's ``match="parquet"`` also hits
-    the ``parquetHistory`` queries)."""
-    arrivals: list[tuple[float, tuple[str, ...]]] = []
-    downloads = copy.deepcopy(downloads or [])
-    lock = threading.Lock()
+    """One CLI sync against a fresh emulator serving ``store`` with ``plan``'s faults."""
     with Emulator(store or _store()) as emulator:
         emulator.set_faults(plan)
-        pick = emulator._pick_fault
-
-        def timed(paths: tuple[str, ...]) -> Any:  # when each W&B request arrives
-            with lock:
-                arrivals.append((time.monotonic(), paths))
-                for fault in downloads if paths == ("parquet",) else ():
-                    if fault.times == 0:
-                        continue
-                    if fault.after > 0:
-                        fault.after -= 1
-                        continue
-                    fault.times -= fault.times > 0
-                    return fault
-            return pick(paths)
-
-        emulator._pick_fault = timed  # type: ignore[method-assign]
         config = _config(emulator.url, **settings)
         started = time.monotonic()
         run = run_tap(config, state=state, env=env, check=False, timeout=120)
         seconds = time.monotonic() - started
-        return Outcome(run, emulator.stats(), seconds, emulator.url, arrivals, list(emulator.log))
+        return Outcome(
+            run,
+            emulator.stats(),
+            seconds,
+            emulator.url,
+            list(emulator.arrivals),
+            list(emulator.log),
+        )
 
 
 def _in_parallel(jobs: dict[str, Callable[[], Outcome]]) -> dict[str, Outcome]:
@@ -186,28 +168,6 @@ def clean_records(clean: Outcome) -> dict[str, dict[tuple, dict]]:
 # -- transient faults: retried, nothing lost -------------------------------------------------
 
 
-def _cut_transfers(original: Callable) -> Callable:
-    """An extra fault kind for the emulator: ``cut`` promises a full body, sends half of it
-    and closes the connection (a transfer cut by the network, unlike ``truncate``, whose
-    shortened body is complete as far as HTTP goes)."""
-
-    def apply(handler: _Handler, fault: Fault, good_body: bytes, content_type: str) -> Any:
-        if fault.kind != "cut":
-            return original(handler, fault, good_body, content_type)
-        body = good_body or b'{"data": {"project": {"runCount": 12, "runs": {"edges": []}}}}'
-        handler.close_connection = True
-        handler.send_response(200)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body[: len(body) // 2])
-        return None
-
-    return apply
-
-
-DOWNLOAD = FaultPlan()  # the fault is in the settings' "downloads"
-
 TRANSIENT = {
     "429 every 5th + 5% 502": (
         FaultPlan(rate_limit_every=5, retry_after=0, error_rate=0.05, seed=2),
@@ -225,9 +185,9 @@ TRANSIENT = {
         {},
     ),
     "HTTP 504 on a parquet download": (
-        DOWNLOAD,
+        FaultPlan(script=[Fault("status", "parquet", 504, "<html>Gateway Timeout</html>")]),
         {"status": 1},
-        {"downloads": [Fault("status", status=504, body="<html>Gateway Timeout</html>")]},
+        {},
     ),
     "HTTP 408 on history exports": (
         FaultPlan(script=[Fault("status", "parquetHistory", 408, "", after=2)]),
@@ -245,9 +205,9 @@ TRANSIENT = {
         {},
     ),
     "dropped parquet download": (
-        DOWNLOAD,
+        FaultPlan(script=[Fault("drop", "parquet", after=1)]),
         {"drop": 1},
-        {"downloads": [Fault("drop", after=1)]},
+        {},
     ),
     "timeout (delay > request_timeout)": (
         FaultPlan(script=[Fault("delay", "project.run.history", seconds=3, after=2)]),
@@ -260,9 +220,9 @@ TRANSIENT = {
         {},
     ),
     "cut parquet transfer": (
-        DOWNLOAD,
+        FaultPlan(script=[Fault("cut", "parquet", after=1)]),
         {"cut": 1},
-        {"downloads": [Fault("cut", after=1)]},
+        {},
     ),
 }
 
@@ -278,9 +238,7 @@ def transient(clean: Outcome) -> dict[str, Outcome]:
         FaultPlan(rate_limit_every=4, retry_after=0, drop_rate=0.1, seed=5),
         env={"TAP_WANDB_LOGLEVEL": "DEBUG"},
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_Handler, "_apply_fault", _cut_transfers(_Handler._apply_fault))
-        return _in_parallel(jobs)
+    return _in_parallel(jobs)
 
 
 @pytest.mark.parametrize("name", [*TRANSIENT, "debug logging"])
@@ -295,8 +253,8 @@ def test_transient_faults_are_retried_and_lose_nothing(name, transient, clean, c
     for kind, count in expected.items():
         if count is not None:
             faults = count
-            # The stats may miss a request answered too late, or by the test's "cut".
-            assert kind in ("delay", "cut") or served.get(kind) == count, served
+            # The stats may miss a request whose client gave up waiting.
+            assert kind == "delay" or served.get(kind) == count, served
     assert faults >= 1, served
     # Each fault costs exactly one more request: no retry storm, nothing read twice.
     assert outcome.requests == clean.requests + faults
@@ -368,7 +326,7 @@ def _permanent_jobs(clean: Outcome) -> dict[str, Callable[[], Outcome]]:
         ),
         "HTML 200": lambda: _sync(FaultPlan(script=[Fault("html", "project.runs")])),
         "truncated JSON 200": lambda: _sync(FaultPlan(script=[Fault("truncate", "project.runs")])),
-        "truncated parquet file": lambda: _sync(downloads=[Fault("truncate")]),
+        "truncated parquet file": lambda: _sync(FaultPlan(script=[Fault("truncate", "parquet")])),
         "HTTP 400": lambda: _sync(
             FaultPlan(
                 script=[
@@ -397,7 +355,7 @@ def _permanent_jobs(clean: Outcome) -> dict[str, Callable[[], Outcome]]:
         ),
         "server unreachable": lambda: _sync(base_url=_dead_url(), max_retries=1),
         "parquet downloads dropped for ever": lambda: _sync(
-            downloads=[Fault("drop", times=-1)], max_retries=2
+            FaultPlan(script=[Fault("drop", "parquet", times=-1)]), max_retries=2
         ),
         "key with typographic quotes": lambda: _sync(api_key=CURLY_KEY),
     }

@@ -31,9 +31,11 @@ class Fault:
     """One scripted fault: applied to W&B requests whose field paths contain ``match``.
 
     ``kind`` is one of ``status`` (answer ``status`` with ``body``), ``drop`` (close the
-    connection without an answer), ``truncate`` (cut the JSON body in half), ``html`` (a 200
-    with an HTML page), ``graphql_error`` (a 200 with ``errors`` and null data) or ``delay``
-    (answer normally after ``seconds``). ``after`` matching requests pass first; then the
+    connection without an answer), ``truncate`` (a complete answer whose body is the first
+    half of the real one), ``cut`` (the real answer's headers and half its body, then the
+    connection closes, as a network failure leaves it), ``html`` (a 200 with an HTML page),
+    ``graphql_error`` (a 200 with ``errors`` and null data) or ``delay`` (answer normally
+    after ``seconds``). ``after`` matching requests pass first; then the
     fault fires ``times`` times (-1: for ever).
     """
 
@@ -47,7 +49,11 @@ class Fault:
     times: int = 1
 
     def applies(self, paths: tuple[str, ...]) -> bool:
-        return not self.match or any(self.match in path for path in paths)
+        # "project.runs" matches that path; "history" matches "project.run.history"; the
+        # downloads of exported history files are the path "parquet".
+        return not self.match or any(
+            path == self.match or path.endswith("." + self.match) for path in paths
+        )
 
 
 @dataclass
@@ -127,6 +133,8 @@ class Emulator:
             self.faults_served: Counter[str] = Counter()
             self.bytes_served = 0
             self.log: list[dict[str, Any]] = []
+            # (time.monotonic(), field paths) of each W&B request as it arrives, faulted or not.
+            self.arrivals: list[tuple[float, tuple[str, ...]]] = []
 
     def stats(self) -> dict[str, Any]:
         with self.stats_lock:
@@ -156,6 +164,7 @@ class Emulator:
         """Decide whether this W&B request is faulted (scripted faults first)."""
         with self.stats_lock:
             self._wandb_requests += 1
+            self.arrivals.append((time.monotonic(), paths))
             plan = self.faults
             for fault in plan.script:
                 if fault.times == 0 or not fault.applies(paths):
@@ -275,6 +284,14 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault.kind == "truncate":
             self.close_connection = True
             self._send(200, good_body[: max(1, len(good_body) // 2)], content_type)
+        elif fault.kind == "cut":
+            self._record_pending(200, len(good_body) // 2)
+            self.close_connection = True
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(good_body)))
+            self.end_headers()
+            self.wfile.write(good_body[: len(good_body) // 2])
         else:
             raise ValueError(f"unknown fault kind {fault.kind!r}")
 
@@ -322,7 +339,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault_kind in ("", "delay"):
             return self._send_json(200, self._execute(document, errors, payload, username))
         good = b""
-        if fault_kind == "truncate":
+        if fault_kind in ("truncate", "cut"):
             good = json.dumps(self._execute(document, errors, payload, username)).encode()
         return self._apply_fault(fault, good, "application/json")
 
