@@ -1,14 +1,18 @@
 """Singer output: the SDK's msgspec encoding, written in chunks instead of line by line.
 
 With ``PYTHONUNBUFFERED`` (common under orchestrators) every message the SDK writes is its own
-system call and flush. Here messages queue in memory and go out in chunks of about a megabyte,
-and whenever a STATE message is written, so a target sees each STATE right after the records
-it covers. History records skip the SDK's message objects altogether (``write_record``).
+system call and flush. Here messages queue in memory and go out in order, in chunks of about a
+megabyte, and with a STATE message at most a second after the last write, so a target sees
+each STATE soon after the records it covers. History records skip the SDK's message objects
+altogether (``write_record``).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import sys
+import time
 import typing as t
 
 import msgspec
@@ -16,6 +20,9 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.singerlib import SingerMessageType
 
 CHUNK_BYTES = 1 << 20
+# A STATE is written at most this long after it was produced. Each write hands the GIL to the
+# history readers and costs up to a switch interval to get back, so not one write per run.
+STATE_DELAY_SECONDS = 1.0
 
 
 class SingerOutput(MsgSpecWriter):
@@ -24,6 +31,9 @@ class SingerOutput(MsgSpecWriter):
         self._encoder = msgspec.json.Encoder()
         self._pending: list[bytes] = []
         self._pending_bytes = 0
+        self._flush_by = 0.0
+        # Also on the way out of a SIGTERM, after which the SDK writes a last STATE.
+        atexit.register(self._flush_at_exit)
 
     def _queue(self, line: bytes) -> None:
         self._pending.append(line)
@@ -43,7 +53,11 @@ class SingerOutput(MsgSpecWriter):
 
     def write_message(self, message: t.Any) -> None:
         self._queue(bytes(self.format_message(message)))
-        if message.type == SingerMessageType.STATE:
+        if message.type == SingerMessageType.STATE and time.monotonic() >= self._flush_by:
+            self.flush()
+
+    def _flush_at_exit(self) -> None:
+        with contextlib.suppress(OSError, ValueError):  # stdout may be gone by then
             self.flush()
 
     def flush(self) -> None:
@@ -52,3 +66,4 @@ class SingerOutput(MsgSpecWriter):
             sys.stdout.flush()
             self._pending.clear()
             self._pending_bytes = 0
+        self._flush_by = time.monotonic() + STATE_DELAY_SECONDS

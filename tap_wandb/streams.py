@@ -129,6 +129,14 @@ class RunsStream(WandbStream):
         # The raw config and summary of the run being processed, for the child streams.
         self.current_run: dict[str, t.Any] = {}
 
+    @override
+    def sync(self, context: Context | None = None) -> None:
+        # The parent of every other stream: when it is done, the sync is.
+        try:
+            super().sync(context)
+        finally:
+            self.wandb.finish_sync()
+
     @property
     def check_sorted(self) -> bool:
         # Unfinished runs are re-read and sort before the bookmark; the bookmark itself is

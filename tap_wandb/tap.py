@@ -143,11 +143,14 @@ class TapWandb(Tap):
             # One clear line instead of a traceback; STATE already emitted stays valid.
             self.logger.error("tap-wandb failed: %s", error)
             sys.exit(1)
-        finally:
-            self.message_writer.flush()  # records extracted before a failure too
-            if self.__dict__.get("prefetcher") is not None:  # only if it was started
-                self.client.close()  # history readers still retrying give up now
-                self.prefetcher.close()
+
+    def finish_sync(self) -> None:
+        """Write out what is queued (records extracted before a failure too) and stop the
+        history readers, once the runs stream (and so every stream) is done."""
+        self.message_writer.flush()
+        if self.__dict__.get("prefetcher") is not None:  # only if it was started
+            self.client.close()  # history readers still retrying give up now
+            self.prefetcher.close()
 
     @cached_property
     def start_date(self) -> dt.datetime | None:
