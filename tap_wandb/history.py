@@ -13,7 +13,7 @@ import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import pyarrow as pa
@@ -283,70 +283,90 @@ class Prefetcher:
 
     Runs are submitted in the order they will be taken; each worker hands its rows over in
     chunks through a small queue, so memory stays bounded by workers x chunks, and the earliest
-    submitted run always has a worker (no deadlock).
+    submitted run always has a worker (no deadlock). A run that is skipped, or whose rows stop
+    being read, is cancelled, which frees its worker.
     """
-
-    _DONE = object()
 
     def __init__(self, workers: int, chunk_rows: int = 2_000, queued_chunks: int = 8) -> None:
         self.chunk_rows = chunk_rows
         self.queued_chunks = queued_chunks
-        self._tasks: queue.Queue = queue.Queue()
-        self._results: dict[tuple, queue.Queue] = {}
+        self._tasks: queue.Queue[_Task] = queue.Queue()
+        self._pending: dict[tuple, _Task] = {}  # submitted, not yet taken, in order
         self._stop = threading.Event()
         for _ in range(workers):
             threading.Thread(target=self._work, daemon=True).start()
 
     def submit(self, key: tuple, read: Callable[[], Iterator[tuple[int, dict[str, Any]]]]) -> None:
-        results: queue.Queue = queue.Queue(maxsize=self.queued_chunks)
-        self._results[key] = results
-        self._tasks.put((read, results))
+        task = _Task(read, queue.Queue(maxsize=self.queued_chunks))
+        self._pending[key] = task
+        self._tasks.put(task)
 
     def take(self, key: tuple) -> Iterator[tuple[int, dict[str, Any]]] | None:
         """The rows of a submitted run, or None if it was not submitted."""
-        results = self._results.pop(key, None)
-        if results is None:
+        if key not in self._pending:
             return None
-        return self._drain(results)
+        while True:  # runs submitted before this one were skipped: let their workers go
+            earlier, task = next(iter(self._pending.items()))
+            del self._pending[earlier]
+            if earlier == key:
+                return self._drain(task)
+            task.cancelled.set()
 
     def close(self) -> None:
         self._stop.set()
 
-    def _drain(self, results: queue.Queue) -> Iterator[tuple[int, dict[str, Any]]]:
-        while True:
-            chunk = results.get()
-            if chunk is self._DONE:
-                return
-            if isinstance(chunk, BaseException):
-                raise chunk
-            yield from chunk
+    def _drain(self, task: _Task) -> Iterator[tuple[int, dict[str, Any]]]:
+        try:
+            while True:
+                chunk = task.results.get()
+                if chunk is _DONE:
+                    return
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                yield from chunk
+        finally:
+            task.cancelled.set()  # read to the end, or abandoned half-way
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            read, results = self._tasks.get()
+            task = self._tasks.get()
             try:
                 chunk: list[tuple[int, dict[str, Any]]] = []
-                for row in read():
-                    chunk.append(row)
-                    if len(chunk) >= self.chunk_rows:
-                        self._put(results, chunk)
-                        chunk = []
-                self._put(results, chunk)
-                self._put(results, self._DONE)
-            except _Stopped:
-                return
-            except Exception as error:  # handed to the consumer, raised there
-                self._put(results, error)
+                try:
+                    for row in task.read():
+                        chunk.append(row)
+                        if len(chunk) >= self.chunk_rows:
+                            self._put(task, chunk)
+                            chunk = []
+                    self._put(task, chunk)
+                    self._put(task, _DONE)
+                except _Cancelled:
+                    raise
+                except Exception as error:  # handed to the consumer, raised there
+                    self._put(task, error)
+            except _Cancelled:
+                continue
 
-    def _put(self, results: queue.Queue, item: Any) -> None:
+    def _put(self, task: _Task, item: Any) -> None:
         while True:
+            if task.cancelled.is_set() or self._stop.is_set():
+                raise _Cancelled
             try:
-                results.put(item, timeout=0.5)
+                task.results.put(item, timeout=0.2)
                 return
             except queue.Full:
-                if self._stop.is_set():
-                    raise _Stopped from None
+                pass
 
 
-class _Stopped(Exception):
+@dataclass
+class _Task:
+    read: Callable[[], Iterator[tuple[int, dict[str, Any]]]]
+    results: queue.Queue
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+_DONE = object()
+
+
+class _Cancelled(Exception):
     pass
