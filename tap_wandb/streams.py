@@ -461,8 +461,8 @@ class HistoryStream(RunChildStream):
 
     @cached_property
     def _direct_write(self) -> bool:
-        """Whether records may skip the SDK's per-record mapping: nothing would change them
-        (no stream map or flattening, every property selected, no BATCH)."""
+        """Whether records may skip the SDK's per-record path: nothing would change them (no
+        stream map or flattening, every property selected, no BATCH, no dry-run limit)."""
         maps = self.stream_maps
         return (
             len(maps) == 1
@@ -470,17 +470,8 @@ class HistoryStream(RunChildStream):
             and not maps[0].flattening_enabled
             and all(self.mask.values())
             and not self.get_batch_config(self.config)
+            and self.ABORT_AT_RECORD_COUNT is None
         )
-
-    @override
-    def _write_record_message(self, record: dict[str, t.Any]) -> None:
-        # History is most of the volume, and the SDK's generic path costs more than the rest
-        # of the sync. Records are already schema-exact and finite: encode them directly.
-        if not self._direct_write:
-            super()._write_record_message(record)
-            return
-        self.wandb.message_writer.write_record(self.name, record, self._time_extracted)
-        self.state_manager.is_flushed = False
 
     def _rows(
         self, run: RunRef, first_step: int, last_step: int, stats: HistoryStats
@@ -508,7 +499,6 @@ class HistoryStream(RunChildStream):
         assert context is not None
         if self.config["history_mode"] == "off":
             return
-        self._time_extracted = utc_now().isoformat()
         run = RunRef(context["entity"], context["project"], context["run_id"])
         key = (run, context["first_step"], context["last_step"])
         started = time.monotonic()
@@ -519,14 +509,28 @@ class HistoryStream(RunChildStream):
             stats = HistoryStats()
             rows = self._rows(run, context["first_step"], context["last_step"], stats)
         entity, project, run_id = run.entity, run.project, run.run_id
-        for step, values in rows:
-            yield {
+        records = (
+            {
                 "entity": entity,
                 "project": project,
                 "run_id": run_id,
                 "step": step,
                 "metrics": values,
             }
+            for step, values in rows
+        )
+        if self._direct_write:
+            # History is most of a sync's volume, and the SDK's per-record path (mapping,
+            # child contexts, state) costs more than reading it. These records are already
+            # schema-exact and finite, and history has no children or bookmarks of its own.
+            write, stamp = self.wandb.message_writer.write_record, utc_now().isoformat()
+            written = 0
+            for record in records:
+                write(self.name, record, stamp)
+                written += 1
+            self.get_record_counter().increment(written)
+        else:
+            yield from records
         if stats.rows >= 10_000:
             self.wandb.logger.info(
                 "history of %s: %d rows (%d parquet files, %d windows), %.1f s after it was due",
