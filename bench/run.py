@@ -241,8 +241,12 @@ def main() -> None:
            "", "", "<= 150 MB")  # fmt: skip
 
     if args.results:
+        cpu = next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+             if line.startswith("model name")), platform.machine(),
+        )  # fmt: skip
         header = (
-            f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, "
+            f"Measured {time.strftime('%Y-%m-%d')} on {cpu} ({platform.machine()}), "
             f"{os.cpu_count()} cores, Python {platform.python_version()}"
             f"{' (--quick)' if args.quick else ''}.\n\n"
             "| measure | tap-wandb | baseline | ratio | target |\n|---|---:|---:|---:|---:|\n"
