@@ -241,10 +241,9 @@ def main() -> None:
            "", "", "<= 150 MB")  # fmt: skip
 
     if args.results:
-        cpu = next(
-            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-             if line.startswith("model name")), platform.machine(),
-        )  # fmt: skip
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model")]
+        cpu = models[0] if models else platform.machine()
         header = (
             f"Measured {time.strftime('%Y-%m-%d')} on {cpu} ({platform.machine()}), "
             f"{os.cpu_count()} cores, Python {platform.python_version()}"
