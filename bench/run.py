@@ -242,7 +242,9 @@ def main() -> None:
 
     if args.results:
         cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-        models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model")]
+        models = [
+            line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")
+        ]
         cpu = models[0] if models else platform.machine()
         header = (
             f"Measured {time.strftime('%Y-%m-%d')} on {cpu} ({platform.machine()}), "
