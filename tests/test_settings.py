@@ -159,3 +159,26 @@ def test_blob_fields_survive_flattening(emulator):
     assert "config" in schema["schema"]["properties"]
     record = run.records("runs")[0]
     assert isinstance(json.loads(record["config"]), dict)
+
+
+def test_history_window_sets_steps_per_request(emulator, demo_data):
+    vision = demo_data.project(DEMO_USER, "vision").runs.values()
+    for window in (25, 1000):
+        emulator.reset_stats()
+        run = run_tap(_config(emulator, projects=["vision"], history_window=window))
+        # Windows start at the first step not yet covered and span `window` steps.
+        expected = 0
+        for stored in vision:
+            steps, covered_to = [row["_step"] for row in stored.history], -1
+            for step in steps:
+                if step > covered_to:
+                    expected += 1
+                    covered_to = step + window - 1
+        assert emulator.stats()["fields"]["project.run.history"] == expected
+        assert len(run.records("history")) == sum(len(r.history) for r in vision)
+
+
+def test_history_concurrency_changes_speed_not_records(emulator):
+    one = run_tap(_config(emulator, projects=["vision", "nlp"], history_concurrency=1))
+    four = run_tap(_config(emulator, projects=["vision", "nlp"], history_concurrency=4))
+    assert one.by_stream() == four.by_stream()
