@@ -297,6 +297,13 @@ def test_empty_project_and_team_project(client, demo_data) -> None:
     assert [r.id for r in client.runs(f"{DEMO_TEAM}/shared")] == [r.name for r in shared]
 
 
+def test_projects_listing(client, demo_data) -> None:
+    for entity in (DEMO_USER, "acme-research"):
+        listed = [(p.entity, p.name) for p in client.projects(entity, per_page=2)]
+        stored = sorted((e, name) for (e, name) in demo_data.projects if e == entity)
+        assert sorted(listed) == stored and len(listed) == len(set(listed))
+
+
 # -- run fields: config and summary ------------------------------------------------------------
 
 

@@ -153,6 +153,21 @@ def _parquet_files(run: Run, history_length: int, exported_before_step: int) -> 
 # (info, **arguments), or reads an attribute / dict key.
 
 
+def user_node(username: str, teams: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "id": base64.b64encode(f"User:{username}".encode()).decode(),
+        "name": username,
+        "username": username,
+        "email": f"{username}@example.com",
+        "admin": False,
+        "deletedAt": None,
+        "entity": username,
+        "flags": "{}",
+        "apiKeys": {"edges": []},
+        "teams": {"edges": [{"node": {"id": t, "name": t}} for t in teams or []]},
+    }
+
+
 class RunNode:
     def __init__(self, run: Run) -> None:
         self.run = run
@@ -210,7 +225,7 @@ class RunNode:
         return len(self.run.history)
 
     def user(self, info) -> dict[str, Any]:
-        return {"id": self.run.username, "name": self.run.username, "username": self.run.username}
+        return user_node(self.run.username)
 
     def config(self, info) -> str:
         return self._raw("config", self.run.config)
@@ -310,7 +325,7 @@ class ProjectNode:
         return False
 
     def user(self, info) -> dict[str, Any]:
-        return {"id": self.project.entity, "username": self.project.entity}
+        return user_node(self.project.entity)
 
     def runCount(self, info, filters=None) -> int:
         runs, _, _ = select_runs(self.project, _filters(filters), None)
@@ -356,15 +371,7 @@ class Root:
         username = info.context["username"]
         store: Store = info.context["store"]
         teams = sorted({e for (e, _) in store.projects if e != username})
-        return {
-            "id": base64.b64encode(f"User:{username}".encode()).decode(),
-            "name": username,
-            "username": username,
-            "email": f"{username}@example.com",
-            "entity": username,
-            "flags": "{}",
-            "teams": {"edges": [{"node": {"id": t, "name": t}} for t in teams]},
-        }
+        return user_node(username, teams)
 
     def models(self, info, entityName=None, after=None, first=None, order=None):
         store: Store = info.context["store"]
