@@ -533,6 +533,6 @@ class HistoryStream(RunChildStream):
             yield from records
         if stats.rows >= 10_000:
             self.wandb.logger.info(
-                "history of %s: %d rows (%d parquet files, %d windows), %.1f s after it was due",
+                "history of %s: %d rows (%d parquet files, %d windows) in %.1f s",
                 run, stats.rows, stats.parquet_files, stats.windows, time.monotonic() - started,
             )  # fmt: skip
