@@ -6,7 +6,6 @@ non-finite floats as None. Full reads are exact: each step at most once, nothing
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import queue
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 
 from tap_wandb import queries
 from tap_wandb.client import WandbClient, WandbGraphQLError, WandbResponseError
-from tap_wandb.values import history_metrics, step_of
+from tap_wandb.values import history_metrics, loads, step_of
 
 # A parquet cell holding NaN/Infinity: logged, so its key stays (as null), unlike a null cell,
 # which is a key not logged at that step.
@@ -166,7 +165,7 @@ class HistoryReader:
     ) -> Iterator[tuple[int, dict[str, Any]]]:
         for line in lines or ():
             try:
-                row = json.loads(line) if isinstance(line, str) else line
+                row = loads(line) if isinstance(line, str) else line
             except (ValueError, RecursionError) as error:
                 self.logger.warning(
                     "run %s: skipping a history row that is not JSON (%s)", run, error

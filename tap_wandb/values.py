@@ -11,6 +11,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pendulum
 
 # Keys the W&B client writes into every config for itself; `run.config` leaves them out.
@@ -34,6 +35,18 @@ def clean_text(value: Any) -> Any:
     if not isinstance(value, str) or value.isascii():
         return value
     return _SURROGATE.sub("\ufffd", value)
+
+
+_DECODER = msgspec.json.Decoder()
+
+
+def loads(text: str) -> Any:
+    """Decode W&B's JSON text: strict JSON the fast way, else (bare NaN/Infinity, numbers
+    beyond 64 bits) with Python's lenient decoder, which W&B's own client uses."""
+    try:
+        return _DECODER.decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)
 
 
 def finite(value: Any, depth: int = 0) -> Any:
@@ -97,7 +110,7 @@ def decode_json_string(
         )
         return None
     try:
-        value = json.loads(text)
+        value = loads(text)
     except (ValueError, RecursionError) as error:
         logger.warning("%s: %s is not valid JSON (%s); emitting null", where, what, error)
         return None
