@@ -66,10 +66,12 @@ class WandbStream(Stream):
 
 
 class _Progress:
-    """Progress a person can follow during a long sync: runs done of the project's total."""
+    """Progress a person can follow during a long sync: runs done of the project's total, and
+    history rows read."""
 
-    def __init__(self, logger: logging.Logger, project: str) -> None:
-        self.logger, self.project = logger, project
+    def __init__(self, logger: logging.Logger, project: str, history: HistoryStream) -> None:
+        self.logger, self.project, self.history = logger, project, history
+        self.history_at_start = history.rows_read
         self.total: int | None = None
         self.done = 0
         self.last_log = time.monotonic()
@@ -81,11 +83,17 @@ class _Progress:
     def run_done(self) -> None:
         self.done += 1
         if time.monotonic() - self.last_log > 15:
-            self.logger.info("%s: %d of %s runs done", self.project, self.done, self.total)
+            self.logger.info(
+                "%s: %d of %s runs done, %d history rows",
+                self.project, self.done, self.total, self.history.rows_read - self.history_at_start,
+            )  # fmt: skip
             self.last_log = time.monotonic()
 
     def finish(self) -> None:
-        self.logger.info("%s: %d runs emitted", self.project, self.done)
+        self.logger.info(
+            "%s: %d runs emitted, %d history rows",
+            self.project, self.done, self.history.rows_read - self.history_at_start,
+        )  # fmt: skip
 
 
 class RunsStream(WandbStream):
@@ -176,7 +184,7 @@ class RunsStream(WandbStream):
         newest, at_newest = bookmark_text, set(done_at_bookmark)
         seen: set[str] = set()
         history = self.wandb.streams["history"]
-        progress = _Progress(self.logger, f"{entity}/{project}")
+        progress = _Progress(self.logger, f"{entity}/{project}", history)
         for edges in self._pages(entity, project, self._filters(bookmark, unfinished), progress):
             page = []
             for node in (edge.get("node") or {} for edge in edges):
@@ -458,6 +466,7 @@ class HistoryStream(RunChildStream):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
         self._prefetched_stats: dict[tuple, HistoryStats] = {}
+        self.rows_read = 0  # over the whole sync, for progress logs
 
     @cached_property
     def _direct_write(self) -> bool:
@@ -531,6 +540,7 @@ class HistoryStream(RunChildStream):
             self.get_record_counter().increment(written)
         else:
             yield from records
+        self.rows_read += stats.rows
         if stats.rows >= 10_000:
             self.wandb.logger.info(
                 "history of %s: %d rows (%d parquet files, %d windows) in %.1f s",
