@@ -27,7 +27,6 @@ from tap_wandb.values import (
     TERMINAL_STATES,
     config_entries,
     decode_json_string,
-    finite,
     rfc3339,
     unwrap_config,
     wandb_filter_time,
@@ -445,7 +444,7 @@ class SummariesStream(RunChildStream):
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         assert context is not None
         for key, value in (self.current_run(context)["summary"] or {}).items():
-            yield self.keyed(context, key=key, value=finite(value))
+            yield self.keyed(context, key=key, value=value)  # already finite (decoded)
 
 
 class HistoryStream(RunChildStream):

@@ -82,14 +82,6 @@ class Run:
     def live_rows(self) -> list[dict[str, Any]]:
         return [row for row in self.history if row["_step"] >= self.exported_before_step]
 
-    def unwrapped_config(self) -> dict[str, Any]:
-        """The config as the official client's ``run.config`` shows it."""
-        return {
-            key: value["value"] if isinstance(value, dict) and "value" in value else value
-            for key, value in self.config.items()
-            if key not in ("_wandb", "wandb_version")
-        }
-
     def log(self, row: dict[str, Any]) -> None:
         """Append a history row; ``_step`` must increase, as W&B enforces."""
         if self.history and row["_step"] <= self.history[-1]["_step"]:
