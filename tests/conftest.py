@@ -56,7 +56,11 @@ def tap_config(emulator: Emulator) -> dict:
 
 
 def official_client(url: str, timeout: int = 60):
-    """``wandb.Api`` pointed at an emulator (a fresh cache directory, so no stale parquet)."""
+    """``wandb.Api`` pointed at an emulator.
+
+    The client's sidecar keeps the cache directory it started with, so a scan that must reach
+    the server passes ``scan_history(use_cache=False)``.
+    """
     import wandb
 
     os.environ["WANDB_CACHE_DIR"] = tempfile.mkdtemp(dir=_CLIENT_HOME)

@@ -407,7 +407,7 @@ def big_scan(client, emulator, demo_data):
     """One full scan of the 50,000-step run (parquet exports plus a live tail)."""
     run = find_run(demo_data, "nlp", "long-pretraining")
     before = emulator.stats()
-    rows = list(client.run(f"{DEMO_USER}/nlp/{run.name}").scan_history())
+    rows = list(client.run(f"{DEMO_USER}/nlp/{run.name}").scan_history(use_cache=False))
     after = emulator.stats()
     fields = {key: after["fields"][key] - before["fields"].get(key, 0) for key in after["fields"]}
     return run, rows, fields

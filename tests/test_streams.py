@@ -141,7 +141,7 @@ def test_summaries_match_official_client_with_nan_as_null(full_sync, oracle):
 
 def _client_history(client_run) -> dict[int, dict]:
     rows = {}
-    for row in client_run.scan_history():
+    for row in client_run.scan_history(use_cache=False):
         row = dict(row)
         step = int(row.pop("_step"))
         # Parquet rows carry every column; None there means "not logged at this step".
