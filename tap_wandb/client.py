@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 from urllib.parse import urlsplit
 
@@ -176,6 +176,39 @@ class WandbClient:
         if not isinstance(data, dict):
             raise WandbResponseError(f"{what}: W&B answered without data")
         return data
+
+    def pages(
+        self,
+        document: str,
+        variables: dict[str, Any],
+        *,
+        connection: Callable[[dict[str, Any]], dict[str, Any] | None],
+        what: str,
+        cursor: str = "endCursor",
+        first_page: dict[str, Any] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The ``data`` of each page of a Relay connection (``first``/``after``), in order.
+
+        ``connection`` finds the connection in a page's data (None: nothing there).
+        ``cursor`` is where the next page starts: ``endCursor`` of ``pageInfo``, or ``edge``
+        for the last edge's cursor (how the official client pages runs). ``first_page``
+        holds variables sent with the first request only.
+        """
+        after: str | None = None
+        while True:
+            extra = (first_page or {}) if after is None else {}
+            data = self.graphql(document, {**variables, **extra, "after": after}, what=what)
+            yield data
+            found = connection(data) or {}
+            edges = found.get("edges") or []
+            page_info = found.get("pageInfo") or {}
+            if not page_info.get("hasNextPage") or not edges:
+                return
+            after = edges[-1].get("cursor") if cursor == "edge" else page_info.get("endCursor")
+            if not after:
+                raise WandbResponseError(
+                    f"{what}: W&B said there is a next page but gave no cursor"
+                )
 
     # -- files ------------------------------------------------------------------------------
 

@@ -33,56 +33,6 @@ PROJECTS = dedent("""
     }
 """)
 
-# One page of runs with config, summary and history bounds, so no request per run is needed.
-# runCount is asked for on the first page only (for progress logs).
-RUNS = dedent("""
-    query Runs(
-      $entity: String!
-      $project: String!
-      $filters: JSONString
-      $order: String
-      $first: Int
-      $after: String
-      $withCount: Boolean!
-    ) {
-      project(name: $project, entityName: $entity) {
-        runCount(filters: $filters) @include(if: $withCount)
-        runs(filters: $filters, order: $order, first: $first, after: $after) {
-          edges {
-            cursor
-            node {
-              id
-              name
-              displayName
-              state
-              createdAt
-              heartbeatAt
-              tags
-              group
-              jobType
-              sweepName
-              commit
-              notes
-              description
-              historyLineCount
-              user {
-                username
-              }
-              config
-              summaryMetrics
-              systemMetrics
-              historyKeys
-            }
-          }
-          pageInfo {
-            endCursor
-            hasNextPage
-          }
-        }
-      }
-    }
-""")
-
 PARQUET_HISTORY = dedent("""
     query RunParquetHistory($entity: String!, $project: String!, $run: String!) {
       project(name: $project, entityName: $entity) {

@@ -16,12 +16,14 @@ from urllib.parse import urlsplit
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers.capabilities import CapabilitiesEnum, TapCapabilities
 from typing_extensions import override
 
 from tap_wandb import queries
 from tap_wandb.client import WandbAuthError, WandbClient, WandbError
 from tap_wandb.history import HistoryReader, Prefetcher
 from tap_wandb.output import SingerOutput
+from tap_wandb.state import StateError
 from tap_wandb.streams import ConfigsStream, HistoryStream, RunsStream, SummariesStream
 
 HISTORY_MODES = ("full", "sampled", "off")
@@ -33,6 +35,13 @@ class TapWandb(Tap):
     name = "tap-wandb"
     message_writer_class = SingerOutput
     message_writer: SingerOutput
+    # Not activate-version: the SDK would send ACTIVATE_VERSION per run for the child
+    # streams, and targets would drop every other run's rows (see WandbStream).
+    capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
+        capability
+        for capability in Tap.capabilities
+        if capability is not TapCapabilities.ACTIVATE_VERSION
+    ]
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -81,7 +90,7 @@ class TapWandb(Tap):
         ),
         th.Property(
             "history_samples",
-            th.IntegerType,
+            th.IntegerType(minimum=1),
             default=500,
             description="Points per run in `sampled` history mode.",
         ),
@@ -93,32 +102,32 @@ class TapWandb(Tap):
         ),
         th.Property(
             "page_size",
-            th.IntegerType,
+            th.IntegerType(minimum=1),
             default=100,
             description="Runs per request.",
         ),
         th.Property(
             "history_window",
-            th.IntegerType,
+            th.IntegerType(minimum=1),
             default=1000,
             description="Steps per request when paging live (not yet exported) history.",
         ),
         th.Property(
             "history_concurrency",
-            th.IntegerType,
+            th.IntegerType(minimum=1),
             default=4,
             description="Runs whose history is read at once, ahead of the run being written "
             "(1: one run at a time). A 429 pauses them all.",
         ),
         th.Property(
             "request_timeout",
-            th.NumberType,
+            th.NumberType(exclusive_minimum=0),
             default=60,
             description="Seconds to wait for one HTTP response.",
         ),
         th.Property(
             "max_retries",
-            th.IntegerType,
+            th.IntegerType(minimum=0),
             default=8,
             description="Retries of a failing request (429, 5xx, timeouts, dropped "
             "connections) before the sync fails.",
@@ -139,14 +148,16 @@ class TapWandb(Tap):
     def sync_all(self) -> None:
         try:
             super().sync_all()
-        except WandbError as error:
+        except (WandbError, StateError) as error:
             # One clear line instead of a traceback; STATE already emitted stays valid.
             self.logger.error("tap-wandb failed: %s", error)
             sys.exit(1)
+        finally:
+            self.finish_sync()
 
     def finish_sync(self) -> None:
-        """Write out what is queued (records extracted before a failure too) and stop the
-        history readers, once the runs stream (and so every stream) is done."""
+        """Once every stream is done (or the sync failed): write out what is queued, records
+        extracted before a failure included, and stop the history readers."""
         self.message_writer.flush()
         if self.__dict__.get("prefetcher") is not None:  # only if it was started
             self.client.close()  # history readers still retrying give up now
@@ -211,20 +222,17 @@ class TapWandb(Tap):
                 entity, _, project = item.rpartition("/")
                 paths.append((entity or self.entity, project))
             return list(dict.fromkeys(paths))
-        paths, after = [], None
-        while True:
-            data = self.client.graphql(
-                queries.PROJECTS,
-                {"entity": self.entity, "first": 100, "after": after},
-                what=f"projects of entity {self.entity}",
-            )
-            models = data.get("models") or {}
-            edges = models.get("edges") or []
-            paths += [(edge["node"]["entityName"], edge["node"]["name"]) for edge in edges]
-            page = models.get("pageInfo") or {}
-            if not page.get("hasNextPage") or not edges:
-                break
-            after = page.get("endCursor")
+        pages = self.client.pages(
+            queries.PROJECTS,
+            {"entity": self.entity, "first": 100},
+            connection=lambda data: data.get("models"),
+            what=f"projects of entity {self.entity}",
+        )
+        paths = [
+            (edge["node"]["entityName"], edge["node"]["name"])
+            for data in pages
+            for edge in (data.get("models") or {}).get("edges") or []
+        ]
         if paths:
             self.logger.info("entity %s: %d projects to sync", self.entity, len(paths))
         else:

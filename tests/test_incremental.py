@@ -132,13 +132,12 @@ def test_history_resumes_after_the_last_emitted_step(fresh_emulator):
 def test_noop_sync_costs_two_requests_per_project_plus_one_per_unfinished_run(fresh_emulator):
     first = run_tap(_config(fresh_emulator))
     state = first.final_state
-    unfinished = sum(
-        len(p.get("unfinished_runs", {})) for p in state["bookmarks"]["runs"]["partitions"]
-    )
+    unfinished = sum(len(p.get("unfinished", {})) for p in state["bookmarks"]["runs"]["partitions"])
     projects = len(state["bookmarks"]["runs"]["partitions"])
     fresh_emulator.reset_stats()
     second = run_tap(_config(fresh_emulator), state=state)
     total = fresh_emulator.stats()["total"]
+    assert unfinished == 7  # the demo's running runs: each one read again
     assert total <= 2 * projects + unfinished
     assert second.records("history") == []
     assert second.final_state["bookmarks"]["runs"] == state["bookmarks"]["runs"]
@@ -205,3 +204,17 @@ def test_killed_sync_resumed_from_its_last_state_loses_nothing(fresh_emulator, k
             got.setdefault(message["stream"], []).append(message["record"])
     full = _full_sync(fresh_emulator, projects=["vision", "nlp"])
     _assert_same(_merged(got, resumed.by_stream()), full)
+
+
+def test_a_state_written_by_the_first_release_resumes_without_loss(fresh_emulator):
+    """tests/data/state_v1_demo.json is the final state of a full sync of the demo data by
+    the first release (commit ee933e5): {run: last step} bookmarks under the SDK's keys."""
+    old_state = json.loads((Path(__file__).parent / "data" / "state_v1_demo.json").read_text())
+    first = run_tap(_config(fresh_emulator))  # what that sync emitted (same seeded data)
+    advance(fresh_emulator.store, seed=3)
+    second = run_tap(_config(fresh_emulator), state=old_state)
+    _assert_same(_merged(first.by_stream(), second.by_stream()), _full_sync(fresh_emulator))
+    # Only new and unfinished runs were read again, their history from where it stopped.
+    assert len(second.records("history")) < len(first.records("history")) / 10
+    partitions = second.final_state["bookmarks"]["runs"]["partitions"]
+    assert {p.get("state_version") for p in partitions} == {2}

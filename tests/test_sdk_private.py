@@ -1,0 +1,69 @@
+"""What tap_wandb/streams/sdk_private.py relies on in the Singer SDK, checked on the SDK
+installed: if an upgrade changes it, these fail."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from tap_wandb.tap import TapWandb
+from tests.tap_runner import run_tap, strict_loads
+
+
+def _sync(config: dict, capfd) -> tuple[TapWandb, list[dict]]:
+    tap = TapWandb(config=config, parse_env_config=False)
+    tap.sync_all()
+    out = capfd.readouterr().out
+    return tap, [strict_loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def vision(tap_config) -> dict:
+    return {**tap_config, "projects": ["vision"]}
+
+
+def test_one_schema_message_per_stream(vision, capfd):
+    _, messages = _sync(vision, capfd)
+    runs = sum(1 for m in messages if m["type"] == "RECORD" and m["stream"] == "runs")
+    assert runs > 5  # child streams were synced once per run
+    schemas = Counter(m["stream"] for m in messages if m["type"] == "SCHEMA")
+    assert schemas == {"runs": 1, "configs": 1, "summaries": 1, "history": 1}
+
+
+def test_history_is_written_directly_when_nothing_would_change_it(vision, capfd):
+    tap, messages = _sync(vision, capfd)
+    history = [m for m in messages if m["type"] == "RECORD" and m["stream"] == "history"]
+    assert len(history) > 1000
+    assert tap.streams["history"].rows_written_directly == len(history)
+
+
+def test_a_stream_map_takes_the_sdk_path_and_both_paths_write_the_same_records(vision, capfd):
+    direct_tap, direct = _sync(vision, capfd)
+    mapped = {**vision, "stream_maps": {"history": {"step_again": "int(step)"}}}
+    sdk_tap, through_sdk = _sync(mapped, capfd)
+    assert direct_tap.streams["history"].rows_written_directly > 0
+    assert sdk_tap.streams["history"].rows_written_directly == 0
+
+    def history(messages: list[dict]) -> dict:
+        return {
+            (m["record"]["run_id"], m["record"]["step"]): m["record"]
+            for m in messages
+            if m["type"] == "RECORD" and m["stream"] == "history"
+        }
+
+    direct_rows, sdk_rows = history(direct), history(through_sdk)
+    assert direct_rows.keys() == sdk_rows.keys()
+    for key, record in sdk_rows.items():
+        assert record.pop("step_again") == key[1]  # the map was applied
+        assert record == direct_rows[key]
+
+
+def test_child_loggers_follow_the_tap_log_level(tap_config, monkeypatch):
+    monkeypatch.setenv("TAP_WANDB_LOGLEVEL", "DEBUG")
+    run = run_tap({**tap_config, "projects": ["vision"], "history_mode": "off"})
+    starts = [line for line in run.stderr.splitlines() if "Beginning sync of 'configs'" in line]
+    assert len(starts) == len(run.records("runs"))  # every run's child sync, at DEBUG
+    monkeypatch.delenv("TAP_WANDB_LOGLEVEL")
+    quiet = run_tap({**tap_config, "projects": ["vision"], "history_mode": "off"})
+    assert "Beginning sync of 'configs'" not in quiet.stderr
