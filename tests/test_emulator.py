@@ -447,8 +447,8 @@ def test_scan_history_big_run_values(big_scan) -> None:
             "since",
         ),
         (
-            '{ project(name: "vision", entityName: "acme") { run(name: "x") { updatedAt } } }',
-            "updatedAt",
+            '{ project(name: "vision", entityName: "acme") { run(name: "x") { host } } }',
+            "host",
         ),
         ("{ viewer { id ", "Syntax Error"),
     ],

@@ -3,6 +3,7 @@
 from tap_wandb.emulator.generator import DEMO_API_KEY, DEMO_USER, advance, bench_store, demo_store
 from tap_wandb.emulator.server import Emulator, Fault, FaultPlan
 from tap_wandb.emulator.store import Run, Store
+from tap_wandb.emulator.writes import finish_run, resume_run
 
 __all__ = [
     "DEMO_API_KEY",
@@ -15,4 +16,6 @@ __all__ = [
     "advance",
     "bench_store",
     "demo_store",
+    "finish_run",
+    "resume_run",
 ]

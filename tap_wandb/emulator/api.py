@@ -25,6 +25,7 @@ from tap_wandb.emulator.store import (
     select_runs,
     wandb_time,
 )
+from tap_wandb.emulator.writes import Writes, screen_updated_at
 
 SCHEMA = graphql.build_schema(
     resources.files("tap_wandb.emulator").joinpath("schema.graphql").read_text()
@@ -197,6 +198,9 @@ class RunNode:
     def heartbeatAt(self, info) -> str:
         return wandb_time(self.run.heartbeat_at)
 
+    def updatedAt(self, info) -> str:
+        return wandb_time(self.run.updated_at)
+
     def tags(self, info) -> list[str]:
         return self.run.tags
 
@@ -328,11 +332,11 @@ class ProjectNode:
         return user_node(self.project.entity)
 
     def runCount(self, info, filters=None) -> int:
-        runs, _, _ = select_runs(self.project, _filters(filters), None)
+        runs, _, _ = select_runs(self.project, _filters(filters, info), None)
         return len(runs)
 
     def runs(self, info, filters=None, order=None, first=None, after=None) -> dict[str, Any]:
-        runs, key, descending = select_runs(self.project, _filters(filters), order)
+        runs, key, descending = select_runs(self.project, _filters(filters, info), order)
         remaining = page_after(runs, key, descending, after)
         first = 50 if first is None else first
         if first < 0:
@@ -354,7 +358,7 @@ class ProjectNode:
         return RunNode(run) if run else None
 
 
-def _filters(text: str | None) -> dict[str, Any]:
+def _filters(text: str | None, info) -> dict[str, Any]:
     if not text:
         return {}
     try:
@@ -363,10 +367,10 @@ def _filters(text: str | None) -> dict[str, Any]:
         raise FilterError(f"filters is not valid JSON: {text!r}") from error
     if not isinstance(value, dict):
         raise FilterError("filters must be a JSON object")
-    return value
+    return screen_updated_at(value, info.context["store"].updated_at_filter)
 
 
-class Root:
+class Root(Writes):
     def viewer(self, info) -> dict[str, Any] | None:
         username = info.context["username"]
         store: Store = info.context["store"]

@@ -243,7 +243,8 @@ def advance(store: Store, seed: int = 1, new_runs_per_project: int = 3) -> None:
     """Move the data forward as time would between two syncs.
 
     Running runs log more steps (and some finish with a changed summary); new runs appear,
-    the first of them in the same second as the newest existing run.
+    the first of them in the same second as the newest existing run. The ``updatedAt`` of
+    every run changed or added becomes the store's now.
     """
     rng = random.Random(seed)
     with store.lock:
@@ -264,11 +265,13 @@ def advance(store: Store, seed: int = 1, new_runs_per_project: int = 3) -> None:
                 if rng.random() < 0.5:
                     run.state = "finished"
                 run.summary = {**_summary(rng, run), "final_eval": round(rng.random(), 4)}
+                store.touch(run)
             newest = max(run.created_at for run in project.runs.values())
             base = len(project.runs)
             for i in range(new_runs_per_project):
                 created = newest + dt.timedelta(seconds=0 if i == 0 else 30 * i)
-                store.add_run(
+                # A new run's updatedAt is now, so it is among the runs changed since a sync.
+                new_run = store.add_run(
                     _make_run(
                         rng,
                         project.entity,
@@ -278,3 +281,4 @@ def advance(store: Store, seed: int = 1, new_runs_per_project: int = 3) -> None:
                         steps=rng.randint(5, 80),
                     )
                 )
+                store.touch(new_run)

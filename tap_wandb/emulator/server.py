@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-from tap_wandb.emulator import api
+from tap_wandb.emulator import api, writes
 from tap_wandb.emulator.store import Store
 
 UNAUTHORIZED = {"errors": [{"message": "user is not logged in"}]}
@@ -401,12 +401,21 @@ class _Handler(BaseHTTPRequestHandler):
     # -- control (not part of W&B) -------------------------------------------------------
 
     def _control(self, method: str, path: str) -> None:
-        """``GET stats|faults``; ``POST stats/reset``, ``faults`` (a FaultPlan), ``advance``."""
+        """``GET stats|faults``; ``POST stats/reset``, ``faults`` (a FaultPlan), ``advance``;
+        the writes' controls (``writes.control``)."""
         emulator = self.emulator
         if method == "GET" and path in ("/_emulator/stats", "/_emulator/faults"):
             found = emulator.stats() if path.endswith("stats") else asdict(emulator.faults)
             self._send_json(200, found)
             return
+        if method == "POST" and path.startswith(writes.CONTROL_PATHS):
+            try:
+                body = json.loads(self._read_body() or b"{}")
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                return self._send_json(400, {"error": "the body must be a JSON object"})
+            return self._send_json(*writes.control(emulator.store, path, body))
         if method != "POST" or path not in _CONTROL_POSTS:
             self._send(404, b"unknown control path", "text/plain")
             return

@@ -48,6 +48,9 @@ class Run:
     state: str
     created_at: dt.datetime
     heartbeat_at: dt.datetime
+    # When the run last changed (an assumption: the official client never selects updatedAt,
+    # see wandb-api.md §14). Unset: its last change in the seeded data, set by Store.add_run.
+    updated_at: dt.datetime | None = None
     seq: int = 0
     tags: list[str] = field(default_factory=list)
     group: str | None = None
@@ -108,6 +111,11 @@ class Store:
         self.lock = threading.RLock()
         self._next_seq = 1
         self._next_project_id = 1
+        # The emulator's clock for updatedAt (naive UTC); tests may replace it.
+        self.clock = lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        self._not_before = dt.datetime.min  # the clock never runs behind the data
+        # How a runs filter on updatedAt is treated: "honour", "reject" or "ignore".
+        self.updated_at_filter = "honour"
 
     def add_project(self, entity: str, name: str, created_at: dt.datetime) -> Project:
         with self.lock:
@@ -121,8 +129,30 @@ class Store:
             project = self.projects[(run.entity, run.project)]
             run.seq = self._next_seq
             self._next_seq += 1
+            if run.updated_at is None:
+                run.updated_at = max(run.created_at, run.heartbeat_at)
+            self._not_before = max(self._not_before, run.updated_at + dt.timedelta(seconds=1))
             project.runs[run.name] = run
             return run
+
+    def delete_run(self, run: Run) -> None:
+        with self.lock:
+            del self.projects[(run.entity, run.project)].runs[run.name]
+
+    def now(self) -> dt.datetime:
+        """The current time at W&B's second resolution, never earlier than any time in the store.
+
+        Edits within one second share it, as W&B's second-resolution timestamps would.
+        """
+        with self.lock:
+            self._not_before = max(self._not_before, self.clock().replace(microsecond=0))
+            return self._not_before
+
+    def touch(self, run: Run) -> None:
+        """Record that ``run`` changed now: bumps its ``updated_at``."""
+        with self.lock:
+            run.updated_at = max(self.now(), run.heartbeat_at, run.created_at)
+            self._not_before = run.updated_at
 
     def project(self, entity: str, name: str) -> Project | None:
         return self.projects.get((entity, name))
@@ -161,6 +191,8 @@ _RUN_FIELDS = {
     "created_at": lambda r: r.created_at,
     "heartbeatAt": lambda r: r.heartbeat_at,
     "heartbeat_at": lambda r: r.heartbeat_at,
+    "updatedAt": lambda r: r.updated_at,
+    "updated_at": lambda r: r.updated_at,
 }
 _MISSING = object()
 
@@ -312,7 +344,11 @@ def order_key(order: str | None):
     path = order.lstrip("+-")
     if not path:
         raise FilterError(f"invalid order {order!r}")
-    run_value_path = {"created_at": "createdAt", "heartbeat_at": "heartbeatAt"}.get(path, path)
+    run_value_path = {
+        "created_at": "createdAt",
+        "heartbeat_at": "heartbeatAt",
+        "updated_at": "updatedAt",
+    }.get(path, path)
 
     def key(run: Run) -> tuple:
         return (_sort_value(run_value(run, run_value_path)), run.seq)
