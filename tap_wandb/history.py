@@ -23,6 +23,10 @@ from tap_wandb import queries
 from tap_wandb.client import WandbClient, WandbGraphQLError, WandbResponseError
 from tap_wandb.values import history_metrics, loads, step_of
 
+# A history resume point: a finished run resumed since it was synced. The rows it had then are
+# in W&B's parquet exports; the ones logged since its resume are live (not yet exported).
+FROM_LIVE_ROWS = -1
+
 # A parquet cell holding NaN/Infinity: logged, so its key stays (as null), unlike a null cell,
 # which is a key not logged at that step.
 _NON_FINITE = object()
@@ -75,7 +79,8 @@ class HistoryReader:
     def full(
         self, run: RunRef, first_step: int, last_step: int, stats: HistoryStats | None = None
     ) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Every row with ``first_step <= _step <= last_step``, in step order per source."""
+        """Every row with ``first_step <= _step <= last_step``, in step order per source;
+        ``first_step`` FROM_LIVE_ROWS: the live rows, or every row if none is live."""
         stats = stats or HistoryStats()
         if last_step < first_step:
             return
@@ -85,6 +90,10 @@ class HistoryReader:
             urls: list[str] = []
         else:
             urls, live_steps = exports
+        if first_step == FROM_LIVE_ROWS:
+            first_step = live_steps[0] if live_steps else 0
+            if not live_steps:
+                self.logger.info("history of %s: read again in full (resumed, none live)", run)
         from_files: set[int] = set()
         live_from = live_steps[0] if live_steps else math.inf
         if first_step >= live_from:

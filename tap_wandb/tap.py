@@ -27,6 +27,7 @@ from tap_wandb.state import StateError
 from tap_wandb.streams import ConfigsStream, HistoryStream, RunsStream, SummariesStream
 
 HISTORY_MODES = ("full", "sampled", "off")
+CHANGE_DETECTION_MODES = ("updated_at", "off")
 
 
 class TapWandb(Tap):
@@ -99,6 +100,23 @@ class TapWandb(Tap):
             th.ArrayType(th.StringType),
             description="Only these metrics are extracted into history (the step always is). "
             "Rows holding none of them are left out.",
+        ),
+        th.Property(
+            "change_detection",
+            th.StringType,
+            default="updated_at",
+            allowed_values=list(CHANGE_DETECTION_MODES),
+            description="`updated_at`: each sync also re-reads finished runs W&B changed since "
+            "the last one (edits, resumes); `off`: only new and unfinished runs, for servers "
+            "without Run.updatedAt.",
+        ),
+        th.Property(
+            "deleted_runs_check_hours",
+            th.NumberType(minimum=0),
+            default=24,
+            description="Hours between checks for runs deleted in W&B (one request per 500 "
+            "runs); each deleted run gets a `runs` record with `_sdc_deleted_at` set. "
+            "0: every sync.",
         ),
         th.Property(
             "page_size",
@@ -274,6 +292,16 @@ def settings_problems(config: t.Mapping[str, t.Any]) -> list[str]:
             'filters must be a JSON object such as {"state": "finished"}, '
             f"got {type(filters).__name__} {filters!r:.80}"
         )
+    if config.get("change_detection", "updated_at") not in CHANGE_DETECTION_MODES:
+        problems.append(
+            f"change_detection must be one of {', '.join(CHANGE_DETECTION_MODES)}, "
+            f"got {config['change_detection']!r}"
+        )
+    checks = config.get("deleted_runs_check_hours")
+    if checks is not None and (
+        isinstance(checks, bool) or not isinstance(checks, int | float | Decimal) or checks < 0
+    ):
+        problems.append(f"deleted_runs_check_hours must be 0 or more, got {checks!r}")
     if config.get("history_mode", "full") not in HISTORY_MODES:
         problems.append(
             f"history_mode must be one of {', '.join(HISTORY_MODES)}, "

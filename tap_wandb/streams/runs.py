@@ -7,6 +7,9 @@ reads the run's metric history.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import json
 import logging
 import time
 import typing as t
@@ -15,8 +18,8 @@ from textwrap import dedent
 from singer_sdk import typing as th
 from typing_extensions import override
 
-from tap_wandb.client import WandbResponseError, dumps_filters
-from tap_wandb.state import RunsState
+from tap_wandb.client import WandbGraphQLError, WandbResponseError, dumps_filters
+from tap_wandb.state import Need, RunsState
 from tap_wandb.streams.base import ANY_JSON, BLOB, RUN_KEY, RunChildStream, WandbStream
 from tap_wandb.values import config_entries, decode_json_string, rfc3339, unwrap_config
 
@@ -49,6 +52,7 @@ RUNS = dedent("""
               state
               createdAt
               heartbeatAt
+              updatedAt
               tags
               group
               jobType
@@ -74,6 +78,37 @@ RUNS = dedent("""
       }
     }
 """)
+# For servers without Run.updatedAt (change_detection: off).
+RUNS_WITHOUT_UPDATED_AT = RUNS.replace("              updatedAt\n", "")
+
+# Every run's id, and nothing else, to find the runs W&B deleted.
+RUN_IDS = dedent("""
+    query RunIds(
+      $entity: String!
+      $project: String!
+      $filters: JSONString
+      $first: Int
+      $after: String
+    ) {
+      project(name: $project, entityName: $entity) {
+        runs(filters: $filters, order: "+created_at", first: $first, after: $after) {
+          edges {
+            cursor
+            node {
+              name
+            }
+          }
+          pageInfo {
+            endCursor
+            hasNextPage
+          }
+        }
+      }
+    }
+""")
+RUN_IDS_PAGE_SIZE = 500
+# The fields of a run that move when it logs history.
+HISTORY_FIELDS = ("heartbeatAt", "historyLineCount", "historyKeys")
 
 
 class _Progress:
@@ -127,6 +162,9 @@ class RunsStream(WandbStream):
         th.Property("state", th.StringType, description="running, finished, failed, crashed…"),
         th.Property("created_at", th.DateTimeType, description="Run creation time, UTC"),
         th.Property("heartbeat_at", th.DateTimeType, description="Last heartbeat, UTC"),
+        th.Property(
+            "updated_at", th.DateTimeType, description="When W&B last changed the run, UTC"
+        ),
         th.Property("tags", th.ArrayType(th.StringType)),
         th.Property("notes", th.StringType),
         th.Property("description", th.StringType),
@@ -142,6 +180,11 @@ class RunsStream(WandbStream):
         th.Property("config", BLOB, description="Config, unwrapped as the client's run.config"),
         th.Property("summary", BLOB, description="Summary metrics (client's run.summary)"),
         th.Property("system_metrics", BLOB, description="Latest system metrics"),
+        th.Property(
+            "_sdc_deleted_at",
+            th.DateTimeType,
+            description="Set when the run was deleted in W&B (a tombstone: key fields only)",
+        ),
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -149,53 +192,117 @@ class RunsStream(WandbStream):
         # The run being processed: its raw config and summary, and its children's context.
         self.current_run: dict[str, t.Any] = {}
         self._child_context: dict[str, t.Any] = {}
+        self._warned_unfiltered = False
 
     @property
     def partitions(self) -> list[dict[str, str]]:
         return [{"entity": e, "project": p} for e, p in self.wandb.project_paths]
 
+    @property
+    def finds_changes(self) -> bool:
+        return self.config["change_detection"] == "updated_at"
+
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         assert context is not None
         entity, project = context["entity"], context["project"]
+        started = time.monotonic()
         state = RunsState(self.get_context_state(context))
         history: HistoryStream = self.wandb.streams["history"]
         progress = _Progress(self.logger, f"{entity}/{project}", history)
-        filters = state.server_filter(self.wandb.run_filters, self.wandb.start_date)
+        filters = state.server_filter(
+            self.wandb.run_filters, self.wandb.start_date, changes=self.finds_changes
+        )
         seen: set[str] = set()
         for edges in self._pages(entity, project, filters, progress):
-            page = list(self._unsynced(edges, entity, project, state, seen))
+            page = list(self._needing_sync(edges, entity, project, state, seen))
             if history.selected:
-                for _, _, child_context in page:
+                for *_, child_context in page:
                     history.prefetch(child_context)
-            for record, raw, child_context in page:
+            for record, raw, need, child_context in page:
                 self.current_run, self._child_context = raw, child_context
                 yield record  # the SDK syncs the run's children before this returns
                 through = record["history_last_step"] if history.reads_all_rows else None
-                state.run_synced(record, through)
+                state.run_synced(record, need, through)
                 state.save()
                 progress.run_done()
         gone = sorted(run_id for run_id in state.unfinished if run_id not in seen)
         for run_id in gone:
             self.logger.info("%s/%s: run %s is gone or filtered out", entity, project, run_id)
         state.forget(gone)
+        yield from self._tombstones(entity, project, state)
+        state.sync_done(dt.timedelta(seconds=time.monotonic() - started))
         state.save()
         progress.finish()
         for child in self.child_streams:
             child.flush_counts()
+        # Out with each project, not only at the end of sync_all: the SDK's dry runs (its
+        # standard tests, --test) sync streams without it.
+        self.wandb.message_writer.flush()
 
-    def _unsynced(
+    def _needing_sync(
         self, edges: list[dict], entity: str, project: str, state: RunsState, seen: set[str]
-    ) -> t.Iterator[tuple[dict[str, t.Any], dict[str, t.Any], dict[str, t.Any]]]:
-        """(record, raw data, child context) of each listed run not yet synced."""
+    ) -> t.Iterator[tuple[dict[str, t.Any], dict[str, t.Any], Need, dict[str, t.Any]]]:
+        """(record, raw data, need, child context) of each listed run that needs a sync."""
+        unfiltered = 0
         for node in (edge.get("node") or {} for edge in edges):
             run_id = node.get("name")
             if not run_id or run_id in seen:
                 continue  # W&B pages may repeat a run while new ones are created
             seen.add(run_id)
             record, raw = self._record(node, entity, project)
-            if not state.already_synced(run_id, record["created_at"]):
-                yield record, raw, state.child_context(record)
+            need = state.need(record, fingerprint(node), changes=self.finds_changes)
+            if need is not Need.NOTHING:
+                yield record, raw, need, state.child_context(record, need)
+            elif self.finds_changes and state.listed_before_changes(record):
+                unfiltered += 1
+        if unfiltered and not self._warned_unfiltered:
+            self._warned_unfiltered = True
+            self.logger.warning(
+                "%s/%s: W&B listed %d unchanged runs that its updatedAt filter should have left "
+                "out: it seems to ignore the filter, so every sync lists every run (changes are "
+                "still found, at the cost of one request per %d runs)",
+                entity, project, unfiltered, self.config["page_size"],
+            )  # fmt: skip
+
+    def _tombstones(
+        self, entity: str, project: str, state: RunsState
+    ) -> t.Iterator[dict[str, t.Any]]:
+        """A tombstone record for each synced run W&B deleted, when a check is due."""
+        now = dt.datetime.now(dt.UTC)
+        every = dt.timedelta(hours=float(self.config["deleted_runs_check_hours"]))
+        if not state.deletions_due(now, every):
+            return
+        present = set(self._run_ids(entity, project))
+        gone, told_apart = state.deleted(present, now)
+        if not told_apart:
+            self.logger.info(
+                "%s/%s: deleted runs not identified this time (first check, or more changes "
+                "than the state's sketch holds); checking from now on", entity, project,
+            )  # fmt: skip
+        for run_id in sorted(gone):
+            self.logger.info("%s/%s: run %s was deleted in W&B", entity, project, run_id)
+            yield {"entity": entity, "project": project, "run_id": run_id,
+                   "_sdc_deleted_at": now.isoformat(timespec="seconds")}  # fmt: skip
+
+    def _run_ids(self, entity: str, project: str) -> t.Iterator[str]:
+        filters = RunsState({}).server_filter(
+            self.wandb.run_filters, self.wandb.start_date, changes=False
+        )
+        for data in self.wandb.client.pages(
+            RUN_IDS,
+            {
+                "entity": entity,
+                "project": project,
+                "filters": dumps_filters(filters),
+                "first": RUN_IDS_PAGE_SIZE,
+            },
+            connection=lambda data: (data.get("project") or {}).get("runs"),
+            what=f"run ids of {entity}/{project}",
+            cursor="edge",
+        ):
+            for edge in ((data.get("project") or {}).get("runs") or {}).get("edges") or []:
+                yield (edge.get("node") or {})["name"]
 
     def _pages(
         self, entity: str, project: str, filters: dict[str, t.Any], progress: _Progress
@@ -209,14 +316,15 @@ class RunsStream(WandbStream):
             "first": self.config["page_size"],
             "withCount": False,
         }
-        for data in self.wandb.client.pages(
-            RUNS,
+        pages = self.wandb.client.pages(
+            RUNS if self.finds_changes else RUNS_WITHOUT_UPDATED_AT,
             variables,
             connection=lambda data: (data.get("project") or {}).get("runs"),
             what=f"runs of {entity}/{project}",
             cursor="edge",  # as the official client pages runs
             first_page={"withCount": True},
-        ):
+        )
+        for data in _explaining_updated_at(pages, self.wandb.client.base_url):
             found = data.get("project")
             if found is None:
                 raise WandbResponseError(
@@ -251,6 +359,7 @@ class RunsStream(WandbStream):
             "state": node.get("state"),
             "created_at": rfc3339(node.get("createdAt")),
             "heartbeat_at": rfc3339(node.get("heartbeatAt")),
+            "updated_at": rfc3339(node.get("updatedAt")),
             "tags": node.get("tags") or [],
             "notes": node.get("notes"),
             "description": node.get("description"),
@@ -269,8 +378,11 @@ class RunsStream(WandbStream):
         }, raw
 
     @override
-    def get_child_context(self, record: dict, context: Context | None) -> dict:
-        return self._child_context
+    def generate_child_contexts(
+        self, record: dict, context: Context | None
+    ) -> t.Iterable[dict | None]:
+        if record.get("_sdc_deleted_at") is None:  # a tombstone has no children to sync
+            yield self._child_context
 
 
 class ConfigsStream(RunChildStream):
@@ -309,3 +421,35 @@ class SummariesStream(RunChildStream):
         assert context is not None
         for key, value in (self.current_run(context)["summary"] or {}).items():
             yield self.keyed(context, key=key, value=value)  # already finite (decoded)
+
+
+def fingerprint(node: dict[str, t.Any]) -> str:
+    """A short digest of what W&B said of a run (its updatedAt left out): equal fingerprints,
+    nothing of the run to sync again. The second half sums up its history alone, so that a
+    resumed run is told from an edited one."""
+    history = {key: node.get(key) for key in HISTORY_FIELDS}
+    rest = {key: value for key, value in node.items() if key not in HISTORY_FIELDS}
+    del rest["updatedAt"]
+    return _digest(rest) + _digest(history)
+
+
+def _digest(value: dict[str, t.Any]) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
+
+
+def _explaining_updated_at(
+    pages: t.Iterator[dict[str, t.Any]], base_url: str
+) -> t.Iterator[dict[str, t.Any]]:
+    """The pages, with a W&B refusal of ``updatedAt`` (field or filter) explained."""
+    try:
+        yield from pages
+    except WandbGraphQLError as error:
+        if not any("updatedat" in message.lower() for message in error.messages):
+            raise
+        raise WandbGraphQLError(
+            f"{error} -- W&B at {base_url} does not accept the updatedAt run field or filter "
+            "that finds runs changed since the last sync; set change_detection to off to sync "
+            "without it (edits to finished runs are then not picked up)",
+            error.messages,
+        ) from None
