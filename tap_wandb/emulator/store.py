@@ -13,7 +13,11 @@ import math
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tap_wandb.emulator.artifacts import Artifact
+    from tap_wandb.emulator.sweeps import Sweep
 
 TERMINAL_STATES = frozenset({"finished", "failed", "crashed", "killed"})
 WANDB_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -69,6 +73,9 @@ class Run:
     # Raw wire text that replaces an encoded field or a history row (to serve malformed data).
     raw_fields: dict[str, str] = field(default_factory=dict)
     raw_history_rows: dict[int, str] = field(default_factory=dict)
+    # Artifact versions this run logged (outputArtifacts) and used (inputArtifacts), in order.
+    logged_artifacts: list[Artifact] = field(default_factory=list)
+    used_artifacts: list[Artifact] = field(default_factory=list)
 
     @property
     def last_step(self) -> int | None:
@@ -96,6 +103,7 @@ class Project:
     internal_id: int
     created_at: dt.datetime
     runs: dict[str, Run] = field(default_factory=dict)
+    sweeps: dict[str, Sweep] = field(default_factory=dict)
 
 
 class Store:
@@ -108,6 +116,8 @@ class Store:
         self.lock = threading.RLock()
         self._next_seq = 1
         self._next_project_id = 1
+        # Every artifact version, in creation order (``artifacts.log_artifact`` adds them).
+        self.artifacts: list[Artifact] = []
 
     def add_project(self, entity: str, name: str, created_at: dt.datetime) -> Project:
         with self.lock:
