@@ -8,6 +8,7 @@ encoding code.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 from collections import Counter
@@ -17,7 +18,7 @@ import pytest
 import wandb
 import yaml
 
-from tap_wandb.emulator import DEMO_USER, advance
+from tap_wandb.emulator import DEMO_USER, advance, demo_store
 from tap_wandb.emulator.artifacts import Artifact
 from tap_wandb.emulator.store import Run, Store
 from tests.conftest import official_client
@@ -441,6 +442,28 @@ def test_unknown_fields_fail_validation(emulator, selection: str, type_name: str
     )
     message = body.json()["errors"][0]["message"]
     assert "Cannot query field" in message and f"type '{type_name}'" in message
+
+
+def _fingerprint(store: Store) -> str:
+    sweeps = [vars(s) for p in store.projects.values() for s in p.sweeps.values()]
+    artifacts = [
+        {**vars(a), "collection": vars(a.collection), "aliases": [x.alias for x in a.aliases]}
+        for a in store.artifacts
+    ]
+    lineage = [
+        (
+            r.name,
+            [a.internal_id for a in r.logged_artifacts],
+            [a.internal_id for a in r.used_artifacts],
+        )
+        for r in _runs(store)
+    ]
+    events = [(r.name, r.events, r.system_metrics) for r in _runs(store)]
+    return json.dumps([sweeps, artifacts, lineage, events], default=str, sort_keys=True)
+
+
+def test_seeded_objects_are_deterministic(demo_data) -> None:
+    assert _fingerprint(demo_store()) == _fingerprint(demo_data)
 
 
 # -- advancing the data ----------------------------------------------------------------------------
