@@ -15,6 +15,7 @@ import graphql
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tap_wandb.emulator.artifacts import artifacts_page
 from tap_wandb.emulator.store import (
     FilterError,
     Project,
@@ -25,12 +26,18 @@ from tap_wandb.emulator.store import (
     select_runs,
     wandb_time,
 )
+from tap_wandb.emulator.sweeps import SweepNode, sweep_node, sweeps_page, total_sweeps
 from tap_wandb.emulator.writes import Writes, screen_updated_at
 
 SCHEMA = graphql.build_schema(
     resources.files("tap_wandb.emulator").joinpath("schema.graphql").read_text()
 )
 HEAVY_RUN_FIELDS = ("history", "events", "sampledHistory", "parquetHistory", "historyKeys")
+# Also counted per request (project.sweeps, project.run.outputArtifacts, ...).
+OBJECT_FIELDS = ("sweeps", "sweep", "outputArtifacts", "inputArtifacts")
+# What serverInfo.features reports: the client then lists sweeps with filters and selects
+# Artifact.digestAlgorithm, as against a current W&B server.
+SERVER_FEATURES = ("SWEEPS_QUERY_FILTERING", "ARTIFACT_DIGEST_ALGORITHM")
 
 
 def wire_json(value: Any) -> str:
@@ -301,6 +308,12 @@ class RunNode:
         live = [{key: row[key] for key in liveKeys if key in row} for row in run.live_rows]
         return {"parquetUrls": urls, "liveData": strict(live) or None}
 
+    def outputArtifacts(self, info, after=None, first=None) -> dict[str, Any]:
+        return artifacts_page(self.run.logged_artifacts, first, after)
+
+    def inputArtifacts(self, info, after=None, first=None) -> dict[str, Any]:
+        return artifacts_page(self.run.used_artifacts, first, after)
+
 
 class ProjectNode:
     def __init__(self, project: Project) -> None:
@@ -357,6 +370,21 @@ class ProjectNode:
         run = self.project.runs.get(name)
         return RunNode(run) if run else None
 
+    def entity(self, info) -> dict[str, str]:
+        return {
+            "id": base64.b64encode(f"Entity:{self.project.entity}".encode()).decode(),
+            "name": self.project.entity,
+        }
+
+    def totalSweeps(self, info) -> int:
+        return total_sweeps(self.project)
+
+    def sweeps(self, info, filters=None, first=None, after=None) -> dict[str, Any]:
+        return sweeps_page(self.project, filters, first, after)
+
+    def sweep(self, info, sweepName) -> SweepNode | None:
+        return sweep_node(self.project, sweepName)
+
 
 def _filters(text: str | None, info) -> dict[str, Any]:
     if not text:
@@ -406,7 +434,7 @@ class Root(Writes):
         return ProjectNode(found) if found else None
 
     def serverInfo(self, info) -> dict[str, Any]:
-        return {"features": []}
+        return {"features": [{"name": name, "isEnabled": True} for name in SERVER_FEATURES]}
 
 
 @functools.lru_cache(maxsize=512)
@@ -438,7 +466,7 @@ def _field_paths(document: graphql.DocumentNode) -> set[str]:
             else:
                 name = selection.name.value
                 path = f"{prefix}.{name}" if prefix else name
-                if depth == 0 or name in ("runs", "run", *HEAVY_RUN_FIELDS):
+                if depth == 0 or name in ("runs", "run", *HEAVY_RUN_FIELDS, *OBJECT_FIELDS):
                     paths.add(path)
                 if depth < 2:
                     walk(selection.selection_set, path, depth + 1)

@@ -12,7 +12,10 @@ import random
 import string
 from typing import Any
 
+from tap_wandb.emulator.demo_artifacts import advance_artifacts, seed_artifacts
+from tap_wandb.emulator.demo_sweeps import refresh_sweeps, seed_sweeps
 from tap_wandb.emulator.store import TERMINAL_STATES, Run, Store
+from tap_wandb.emulator.system_metrics import seed_system_metrics
 
 DEMO_API_KEY = "demo" + "0123456789abcdef" * 3  # 52 characters, as W&B keys are 40+
 DEMO_USER = "acme"
@@ -177,7 +180,8 @@ def demo_store(
     """The seeded demo entity: varied projects, an empty one, and a run with exported history.
 
     In project ``vision`` runs 9, 10 and 11 share one ``created_at`` (so the second in which
-    page 1 of 10 ends continues on page 2).
+    page 1 of 10 ends continues on page 2). Sweeps, artifacts and system metrics come from
+    ``demo_sweeps``, ``demo_artifacts`` and ``system_metrics``.
     """
     rng = random.Random(seed)
     store = Store({DEMO_API_KEY: DEMO_USER})
@@ -210,7 +214,17 @@ def demo_store(
     for index in range(3):
         created = START + dt.timedelta(hours=index)
         store.add_run(_make_run(rng, DEMO_TEAM, "shared", index, created, state="finished"))
+    _seed_objects(store, seed)
     return store
+
+
+def _seed_objects(store: Store, seed: int) -> None:
+    """Realistic system metrics, sweeps and artifacts, drawn from their own random generators
+    after the runs are made, so the runs' own values do not depend on them."""
+    for run in store.all_runs():
+        seed_system_metrics(run)
+    seed_sweeps(store, seed)
+    seed_artifacts(store, seed)
 
 
 def bench_store(
@@ -244,10 +258,12 @@ def advance(store: Store, seed: int = 1, new_runs_per_project: int = 3) -> None:
 
     Running runs log more steps (and some finish with a changed summary); new runs appear,
     the first of them in the same second as the newest existing run. The ``updatedAt`` of
-    every run changed or added becomes the store's now.
+    every run changed or added becomes the store's now. Runs' system metrics grow with
+    their runtime, sweeps follow their runs, and new runs use and log artifacts.
     """
     rng = random.Random(seed)
     with store.lock:
+        before = set(store.all_runs())
         for project in list(store.projects.values()):
             if not project.runs:
                 continue
@@ -282,3 +298,7 @@ def advance(store: Store, seed: int = 1, new_runs_per_project: int = 3) -> None:
                     )
                 )
                 store.touch(new_run)
+        for run in store.all_runs():
+            seed_system_metrics(run)
+        refresh_sweeps(store)
+        advance_artifacts(store, [run for run in store.all_runs() if run not in before], seed)

@@ -13,7 +13,11 @@ import math
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tap_wandb.emulator.artifacts import Artifact
+    from tap_wandb.emulator.sweeps import Sweep
 
 TERMINAL_STATES = frozenset({"finished", "failed", "crashed", "killed"})
 WANDB_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -72,6 +76,9 @@ class Run:
     # Raw wire text that replaces an encoded field or a history row (to serve malformed data).
     raw_fields: dict[str, str] = field(default_factory=dict)
     raw_history_rows: dict[int, str] = field(default_factory=dict)
+    # Artifact versions this run logged (outputArtifacts) and used (inputArtifacts), in order.
+    logged_artifacts: list[Artifact] = field(default_factory=list)
+    used_artifacts: list[Artifact] = field(default_factory=list)
 
     @property
     def last_step(self) -> int | None:
@@ -99,6 +106,7 @@ class Project:
     internal_id: int
     created_at: dt.datetime
     runs: dict[str, Run] = field(default_factory=dict)
+    sweeps: dict[str, Sweep] = field(default_factory=dict)
 
 
 class Store:
@@ -116,6 +124,8 @@ class Store:
         self._not_before = dt.datetime.min  # the clock never runs behind the data
         # How a runs filter on updatedAt is treated: "honour", "reject" or "ignore".
         self.updated_at_filter = "honour"
+        # Every artifact version, in creation order (``artifacts.log_artifact`` adds them).
+        self.artifacts: list[Artifact] = []
 
     def add_project(self, entity: str, name: str, created_at: dt.datetime) -> Project:
         with self.lock:
