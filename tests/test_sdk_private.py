@@ -3,6 +3,7 @@ installed: if an upgrade changes it, these fail."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -67,3 +68,41 @@ def test_child_loggers_follow_the_tap_log_level(tap_config, monkeypatch):
     monkeypatch.delenv("TAP_WANDB_LOGLEVEL")
     quiet = run_tap({**tap_config, "projects": ["vision"], "history_mode": "off"})
     assert "Beginning sync of 'configs'" not in quiet.stderr
+
+
+def test_no_activate_version_even_when_asked_for(tap_config):
+    """The SDK would send one ACTIVATE_VERSION per run for the child streams, and SQL targets
+    would then drop every other run's rows: the tap neither offers nor sends them."""
+    run = run_tap(
+        {
+            **tap_config,
+            "projects": ["vision"],
+            "history_mode": "off",
+            "emit_activate_version_messages": True,
+        }
+    )
+    assert run.records("configs")
+    assert [m for m in run.messages if m["type"] == "ACTIVATE_VERSION"] == []
+    about = json.loads(run_tap(tap_config, args=["--about", "--format=json"]).stdout)
+    assert "activate-version" not in about["capabilities"]
+
+
+def test_settings_limits_are_in_the_schema(tap_config):
+    about = json.loads(run_tap(tap_config, args=["--about", "--format=json"]).stdout)
+    settings = about["settings"]["properties"]
+    limits = {
+        name: {k: v for k, v in settings[name].items() if k in ("minimum", "exclusiveMinimum")}
+        for name in ("page_size", "history_window", "history_samples", "history_concurrency",
+                     "request_timeout", "max_retries", "deleted_runs_check_hours")
+    }  # fmt: skip
+    assert limits == {
+        "page_size": {"minimum": 1},
+        "history_window": {"minimum": 1},
+        "history_samples": {"minimum": 1},
+        "history_concurrency": {"minimum": 1},
+        "request_timeout": {"exclusiveMinimum": 0},
+        "max_retries": {"minimum": 0},
+        "deleted_runs_check_hours": {"minimum": 0},
+    }
+    assert settings["history_mode"]["enum"] == ["full", "sampled", "off"]
+    assert settings["change_detection"]["enum"] == ["updated_at", "off"]
