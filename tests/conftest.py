@@ -13,6 +13,8 @@ import pytest
 
 from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Emulator, Store, demo_store
 
+# Before the changes below, for tools that need the user's own caches (uv's, for one).
+ORIGINAL_ENVIRON = dict(os.environ)
 # The official client (wandb 0.31.0) is the oracle. Keep it local and quiet, and away from the
 # user's own W&B settings, before anything imports it.
 _CLIENT_HOME = Path(tempfile.mkdtemp(prefix="wandb-client-"))
