@@ -34,8 +34,9 @@ def serve(runs: int, steps: int, exported_share: float = 0.0):
     with tempfile.TemporaryDirectory() as tmp:
         url_file = Path(tmp, "url")
         process = subprocess.Popen(
-            [sys.executable, str(HERE / "serve.py"), str(runs), str(steps),
-             str(exported_share), str(url_file)],
+            [sys.executable, "-m", "tap_wandb.emulator", "--bench", f"{runs}x{steps}",
+             "--exported-share", str(exported_share), "--url-file", str(url_file)],
+            stdout=subprocess.DEVNULL,
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 300
@@ -119,8 +120,7 @@ def tap_sync(url: str, streams: set[str], **extra) -> dict:
     return {"seconds": seconds, "rss_mb": rss, "records": counts}
 
 
-def client_env() -> dict[str, str]:
-    home = tempfile.mkdtemp(prefix="wandb-bench-")
+def client_env(home: str) -> dict[str, str]:
     env = {"WANDB_ERROR_REPORTING": "false", "WANDB_SILENT": "true",
            "NO_PROXY": "127.0.0.1,localhost"}  # fmt: skip
     for name in ("HOME", "TMPDIR", "WANDB_CACHE_DIR", "WANDB_DIR", "WANDB_CONFIG_DIR",
@@ -151,9 +151,10 @@ def client_main(mode: str, url: str) -> None:
 
 
 def client_run(mode: str, url: str) -> dict:
-    seconds, rss, output = run_child(
-        [sys.executable, __file__, "--client", mode, url], env=client_env()
-    )
+    with tempfile.TemporaryDirectory(prefix="wandb-bench-") as home:
+        seconds, rss, output = run_child(
+            [sys.executable, __file__, "--client", mode, url], env=client_env(home)
+        )
     return {**json.loads(output), "wall": seconds, "rss_mb": rss}
 
 

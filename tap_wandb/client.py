@@ -12,7 +12,6 @@ import logging
 import random
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -117,7 +116,6 @@ class WandbClient:
         self.backoff_base = backoff_base
         self.max_wait = max_wait
         self.logger = logger or logging.getLogger("tap-wandb")
-        self.request_counts: Counter[str] = Counter()
         self._local = threading.local()
         self._lock = threading.Lock()
         self._paused_until = 0.0
@@ -146,7 +144,6 @@ class WandbClient:
 
         ``what`` says what is being read (e.g. "runs of acme/vision"); it leads every error.
         """
-        self.request_counts["graphql"] += 1
         response = self._send(
             "POST",
             self.graphql_url,
@@ -217,7 +214,6 @@ class WandbClient:
 
         Credentials go only to the W&B host itself, as the official client does.
         """
-        self.request_counts["download"] += 1
         same_host = urlsplit(url).netloc == urlsplit(self.base_url).netloc
 
         def save(response: requests.Response) -> int:
@@ -303,7 +299,6 @@ class WandbClient:
             "%s: %s; retry %d of %d in %.1f s",
             what, problem, attempt + 1, self.max_retries, wait,
         )  # fmt: skip
-        self.request_counts["retries"] += 1
         self._closed.wait(wait)
 
     def _pause_everyone(self, seconds: float) -> None:

@@ -51,9 +51,7 @@ class HistoryStats:
 
     rows: int = 0
     parquet_files: int = 0
-    parquet_bytes: int = 0
     windows: int = 0
-    skipped: int = 0
 
 
 class HistoryReader:
@@ -179,14 +177,12 @@ class HistoryReader:
                 self.logger.warning(
                     "run %s: skipping a history row that is not JSON (%s)", run, error
                 )
-                stats.skipped += 1
                 continue
             step = step_of(row.get("_step")) if isinstance(row, dict) else None
             if step is None:
                 self.logger.warning(
                     "run %s: skipping a history row without an integer _step: %.120s", run, line
                 )
-                stats.skipped += 1
                 continue
             metrics = history_metrics(row, self.keys, where=f"run {run}", logger=self.logger)
             if self.keys is not None and not metrics:
@@ -198,9 +194,7 @@ class HistoryReader:
         self, run: RunRef, url: str, first_step: int, last_step: int, stats: HistoryStats
     ) -> Iterator[tuple[int, dict[str, Any]]]:
         with tempfile.TemporaryFile() as handle:
-            stats.parquet_bytes += self.client.download(
-                url, handle, what=f"history export of run {run}"
-            )
+            self.client.download(url, handle, what=f"history export of run {run}")
             stats.parquet_files += 1
             handle.seek(0)
             try:

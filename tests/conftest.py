@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +13,13 @@ import pytest
 
 from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Emulator, Store, demo_store
 
+# Before the changes below, for tools that need the user's own caches (uv's, for one).
+ORIGINAL_ENVIRON = dict(os.environ)
 # The official client (wandb 0.31.0) is the oracle. Keep it local and quiet, and away from the
 # user's own W&B settings, before anything imports it.
 _CLIENT_HOME = Path(tempfile.mkdtemp(prefix="wandb-client-"))
+# Registered before the client is imported, so it runs after the client's own exit handlers.
+atexit.register(shutil.rmtree, _CLIENT_HOME, ignore_errors=True)
 for _name in (
     "HOME", "TMPDIR", "WANDB_CACHE_DIR", "WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR",
     "XDG_CACHE_HOME", "XDG_CONFIG_HOME",

@@ -6,13 +6,17 @@ emulator's own filter, order and encoding code.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import io
 import json
 import math
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -556,6 +560,35 @@ def test_drop_closes_the_connection(fresh_emulator) -> None:
     with pytest.raises(requests.ConnectionError):
         post(fresh_emulator.url, VIEWER)
     assert fresh_emulator.stats()["faults"] == {"drop": 2}
+
+
+def test_a_client_hanging_up_is_not_an_error(demo_data, capfd) -> None:
+    body = json.dumps({"query": VIEWER}).encode()
+    key = base64.b64encode(f"api:{DEMO_API_KEY}".encode()).decode()
+    request = (
+        f"POST /graphql HTTP/1.1\r\nHost: emulator\r\nAuthorization: Basic {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    threads_before = set(threading.enumerate())
+    with Emulator(demo_data) as emulator:
+        emulator.set_faults(FaultPlan(script=[Fault("delay", match="viewer", seconds=0.5)]))
+        with socket.create_connection(emulator.httpd.server_address[:2]) as client:
+            client.sendall(request)
+            deadline = time.monotonic() + 30
+            while not emulator.arrivals:  # the emulator is holding its answer back
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            # Hang up with a reset, as a killed client does, before the answer goes out.
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        handlers = [
+            thread
+            for thread in set(threading.enumerate()) - threads_before
+            if "process_request_thread" in thread.name
+        ]
+        assert handlers
+        for thread in handlers:  # answering into the reset connection
+            thread.join(30)
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_truncate_html_graphql_error_delay(fresh_emulator) -> None:

@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -138,6 +137,11 @@ def _keyed(run: TapRun) -> dict[str, dict[tuple, dict]]:
     return keyed
 
 
+def _arrived(outcome: Outcome, fault: Fault) -> int:
+    """W&B requests of the sync that the fault's path matches."""
+    return sum(fault.applies(paths) for _, paths in outcome.arrivals)
+
+
 def _assert_clean_output(outcome: Outcome) -> None:
     assert DEMO_API_KEY not in outcome.output
     assert BASIC_AUTH not in outcome.output
@@ -253,8 +257,13 @@ def test_transient_faults_are_retried_and_lose_nothing(name, transient, clean, c
     for kind, count in expected.items():
         if count is not None:
             faults = count
-            # The stats may miss a request whose client gave up waiting.
-            assert kind == "delay" or served.get(kind) == count, served
+            if kind == "delay":
+                # Answered after the tap gave up, perhaps after the stats were read: count the
+                # requests that arrived on the delayed path instead.
+                fault = TRANSIENT[name][0].script[0]
+                assert _arrived(outcome, fault) == _arrived(clean, fault) + count
+            else:
+                assert served.get(kind) == count, served
     assert faults >= 1, served
     # Each fault costs exactly one more request: no retry storm, nothing read twice.
     assert outcome.requests == clean.requests + faults
@@ -291,9 +300,11 @@ def test_retry_after_then_ratelimit_reset_then_backoff_decide_the_wait():
     times = [at for at, paths in outcome.arrivals if "project.runs" in paths]
     assert len(times) == 6  # 3 pages, each answered 429 once
     gaps = [times[1] - times[0], times[3] - times[2], times[5] - times[4]]
-    assert 0.95 <= gaps[0] <= 1.6, gaps
-    assert 0.95 <= gaps[1] <= 1.6, gaps
-    assert 0.2 <= gaps[2] <= 0.8, gaps
+    waits = [float(w) for w in re.findall(r"; retry 1 of 4 in ([\d.]+) s", outcome.run.stderr)]
+    assert waits[:2] == [1.0, 1.0] and 0.2 <= waits[2] <= 0.5, waits  # logged to 0.1 s
+    # Each retry came after the wait it logged, late by at most a loaded machine's delays.
+    for gap, wait in zip(gaps, waits, strict=True):
+        assert wait - 0.05 <= gap <= wait + 1.0, (gaps, waits)
 
 
 # -- permanent faults: fail fast, one clear line ---------------------------------------------
@@ -366,11 +377,13 @@ def permanent(clean: Outcome) -> dict[str, Outcome]:
     return _in_parallel(_permanent_jobs(clean))
 
 
-def _failed_fast(outcome: Outcome, *, max_requests: int, max_seconds: float = 30) -> str:
+def _failed_fast(outcome: Outcome, *, max_requests: int) -> str:
     assert outcome.run.returncode == 1, outcome.run.stderr[-3000:]
     _assert_clean_output(outcome)
     assert outcome.requests <= max_requests, outcome.stats
-    assert outcome.seconds < max_seconds
+    # Seconds here (tap start-up, a few short waits) even with parallel syncs on a busy
+    # machine; default retries (8, backoff up to a minute) would take minutes.
+    assert outcome.seconds < 60
     return outcome.failure_line()
 
 
@@ -465,7 +478,7 @@ def test_client_error_status_is_not_retried(permanent):
 )
 def test_retries_are_bounded_by_max_retries(permanent, name, attempts, last):
     outcome = permanent[name]
-    line = _failed_fast(outcome, max_requests=attempts, max_seconds=20)
+    line = _failed_fast(outcome, max_requests=attempts)
     assert outcome.requests == attempts
     assert line.startswith(
         f"runs of acme/vision: W&B at {outcome.url} still failing after {attempts} attempts "
@@ -476,7 +489,7 @@ def test_retries_are_bounded_by_max_retries(permanent, name, attempts, last):
 
 def test_unreachable_server_fails_after_bounded_retries(permanent):
     outcome = permanent["server unreachable"]
-    line = _failed_fast(outcome, max_requests=0, max_seconds=20)
+    line = _failed_fast(outcome, max_requests=0)
     assert re.match(
         r"runs of acme/vision: W&B at http://127\.0\.0\.1:\d+ still failing after 2 attempts "
         r"\(last: ConnectionError",
@@ -541,17 +554,16 @@ BAD_SETTINGS = {
 }
 
 
-def _netrc_home(mode: int) -> dict[str, str]:
+def _netrc_home(home: Path, mode: int) -> dict[str, str]:
     """An environment whose HOME holds a ~/.netrc with the key for 127.0.0.1."""
-    home = Path(tempfile.mkdtemp(prefix="netrc-"))
     (home / ".netrc").write_text(f"machine 127.0.0.1\n  login user\n  password {DEMO_API_KEY}\n")
     (home / ".netrc").chmod(mode)
     return {"HOME": str(home), "WANDB_API_KEY": ""}
 
 
 @pytest.fixture(scope="module")
-def settings_runs() -> tuple[dict[str, Outcome], dict[str, Any]]:
-    home = tempfile.mkdtemp(prefix="no-netrc-")
+def settings_runs(tmp_path_factory) -> tuple[dict[str, Outcome], dict[str, Any]]:
+    home = str(tmp_path_factory.mktemp("no-netrc"))
     no_key_env = {"HOME": home, "WANDB_API_KEY": ""}
     with Emulator(_store()) as emulator:
 
@@ -566,7 +578,8 @@ def settings_runs() -> tuple[dict[str, Outcome], dict[str, Any]]:
 
         jobs = {name: job(settings) for name, (settings, _) in BAD_SETTINGS.items()}
         jobs["no API key anywhere"] = job({"api_key": None}, no_key_env)
-        jobs["~/.netrc readable by others"] = job({"api_key": None}, _netrc_home(0o644))
+        netrc_home = _netrc_home(tmp_path_factory.mktemp("netrc"), 0o644)
+        jobs["~/.netrc readable by others"] = job({"api_key": None}, netrc_home)
         outcomes = _in_parallel(jobs)
         return outcomes, emulator.stats()
 
@@ -607,14 +620,16 @@ def test_netrc_that_python_refuses_is_explained(settings_runs):
     )
 
 
-def test_key_from_environment_and_from_netrc(clean_records):
-    empty_home = tempfile.mkdtemp(prefix="no-netrc-")
+def test_key_from_environment_and_from_netrc(clean_records, tmp_path):
+    empty_home = str(tmp_path / "no-netrc")
+    (tmp_path / "no-netrc").mkdir()
     # A key pasted with its line end still works.
     key_env = {"HOME": empty_home, "WANDB_API_KEY": DEMO_API_KEY + "\n"}
+    netrc_env = _netrc_home(tmp_path, 0o600)
     outcomes = _in_parallel(
         {
             "env": lambda: _sync(api_key=None, history_mode="off", env=key_env),
-            "netrc": lambda: _sync(api_key=None, history_mode="off", env=_netrc_home(0o600)),
+            "netrc": lambda: _sync(api_key=None, history_mode="off", env=netrc_env),
         }
     )
     for outcome in outcomes.values():

@@ -165,6 +165,7 @@ def test_adding_a_project_syncs_it_from_the_start(fresh_emulator):
     nlp_runs = fresh_emulator.store.project(DEMO_USER, "nlp").runs
     assert {r["run_id"] for r in second.records("runs") if r["project"] == "nlp"} == set(nlp_runs)
     vision_again = [r for r in second.records("runs") if r["project"] == "vision"]
+    assert vision_again  # its unfinished runs
     assert all(r["state"] == "running" for r in vision_again)
 
 
@@ -220,6 +221,11 @@ def test_killed_sync_resumed_from_its_last_state_loses_nothing(fresh_emulator, k
             got.setdefault(message["stream"], []).append(message["record"])
     full = _full_sync(fresh_emulator, projects=["vision", "nlp"])
     _assert_same(_merged(got, resumed.by_stream()), full)
+    # Distinct cases: killed before any STATE (1), after STATEs that record no progress yet
+    # (60: the resumed sync starts over), or resumed from a bookmark that skips work.
+    assert bool(states) == (kill_after > 1)
+    resumed_records = sum(len(records) for records in resumed.by_stream().values())
+    assert (resumed_records == sum(len(keyed) for keyed in full.values())) == (kill_after <= 60)
 
 
 def test_a_state_written_by_the_first_release_resumes_without_loss(fresh_emulator):

@@ -9,13 +9,11 @@ import pytest
 from tap_wandb.history import Prefetcher
 
 
-def _rows(count: int, produced: list[int] | None = None, fail_at: int | None = None):
+def _rows(count: int, fail_at: int | None = None):
     def read():
         for step in range(count):
             if step == fail_at:
                 raise ValueError(f"broken at {step}")
-            if produced is not None:
-                produced.append(step)
             yield step, {"x": step}
 
     return read
@@ -72,12 +70,26 @@ def test_skipped_and_abandoned_runs_free_their_workers():
 
 
 def test_memory_stays_bounded_by_the_queue():
-    produced: list[int] = []
-    prefetcher = Prefetcher(workers=1, chunk_rows=10, queued_chunks=2)
-    prefetcher.submit("run", _rows(10_000, produced))
-    threading.Event().wait(0.5)  # the worker runs ahead as far as it may
+    # Nobody takes the run: the worker fills the 2 queued chunks, builds a third and must stop.
     # At most the queued chunks, one chunk being built and one waiting to be queued.
-    assert len(produced) <= 10 * (2 + 2)
+    bound = 10 * (2 + 2)
+    filled, overran = threading.Event(), threading.Event()
+
+    def read():
+        for step in range(10_000):
+            if step == 3 * 10 - 1:
+                filled.set()
+            if step == bound:
+                overran.set()
+            yield step, {"x": step}
+
+    prefetcher = Prefetcher(workers=1, chunk_rows=10, queued_chunks=2)
+    prefetcher.submit("run", read)
+    assert filled.wait(30), "the worker never read ahead"
+    # Time for a worker that ignores the bound to run past it (a slow machine only hides it).
+    assert not overran.wait(0.5), "the worker read past the queue's bound"
+    rows = prefetcher.take("run")
+    assert sum(1 for _ in rows) == 10_000  # and it goes on once rows are taken
     prefetcher.close()
 
 

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 
+import pytest
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
-from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Emulator, demo_store
+from tap_wandb.emulator import (
+    DEMO_API_KEY,
+    DEMO_USER,
+    Emulator,
+    Fault,
+    FaultPlan,
+    Store,
+    bench_store,
+    demo_store,
+)
 from tap_wandb.tap import TapWandb
 from tests.conftest import official_client
 from tests.tap_runner import discover, finite, numbers_equal, run_tap, select_streams
 
 # The SDK's suite instantiates the tap at collection time, so its emulator starts at import.
 _SUITE_EMULATOR = Emulator(demo_store(runs_per_project=6, big_run_steps=0)).start()
+atexit.register(_SUITE_EMULATOR.stop)
 
 TestTapWandbStandard = get_tap_test_class(
     tap_class=TapWandb,
@@ -30,11 +42,32 @@ def _config(emulator: Emulator, **extra) -> dict:
     return {"api_key": DEMO_API_KEY, "base_url": emulator.url, "entity": DEMO_USER, **extra}
 
 
+# The tap's own settings and their defaults, as README.md documents them.
+DOCUMENTED_DEFAULTS = {
+    "api_key": None,
+    "base_url": "https://api.wandb.ai",
+    "entity": None,
+    "projects": None,
+    "start_date": None,
+    "filters": None,
+    "history_mode": "full",
+    "history_samples": 500,
+    "history_keys": None,
+    "page_size": 100,
+    "history_window": 1000,
+    "history_concurrency": 4,
+    "request_timeout": 60,
+    "max_retries": 8,
+}
+
+
 def test_about_documents_every_setting():
     about = run_tap({}, args=["--about", "--format=markdown"]).stdout
-    for name in TapWandb.config_jsonschema["properties"]:
-        assert f"| {name} " in about, name
     settings = json.loads(run_tap({}, args=["--about", "--format=json"]).stdout)["settings"]
+    for name, default in DOCUMENTED_DEFAULTS.items():
+        assert f"| {name} " in about, name
+        assert settings["properties"][name].get("description"), name
+        assert settings["properties"][name].get("default") == default, name
     assert settings["properties"]["api_key"].get("secret") is True
 
 
@@ -161,24 +194,52 @@ def test_blob_fields_survive_flattening(emulator):
     assert isinstance(json.loads(record["config"]), dict)
 
 
-def test_history_window_sets_steps_per_request(emulator, demo_data):
-    vision = demo_data.project(DEMO_USER, "vision").runs.values()
-    for window in (25, 1000):
-        emulator.reset_stats()
-        run = run_tap(_config(emulator, projects=["vision"], history_window=window))
-        # Windows start at the first step not yet covered and span `window` steps.
-        expected = 0
-        for stored in vision:
-            steps, covered_to = [row["_step"] for row in stored.history], -1
-            for step in steps:
-                if step > covered_to:
-                    expected += 1
-                    covered_to = step + window - 1
-        assert emulator.stats()["fields"]["project.run.history"] == expected
-        assert len(run.records("history")) == sum(len(r.history) for r in vision)
+GAPPY_STEPS = [*range(30), *range(40, 45), *range(1000, 1003)]
 
 
-def test_history_concurrency_changes_speed_not_records(emulator):
-    one = run_tap(_config(emulator, projects=["vision", "nlp"], history_concurrency=1))
-    four = run_tap(_config(emulator, projects=["vision", "nlp"], history_concurrency=4))
-    assert one.by_stream() == four.by_stream()
+def _gappy_store() -> Store:
+    """Project ``bench`` with one run whose steps leave gaps: 0-29, 40-44 and 1000-1002."""
+    store = bench_store(runs=1, steps_per_run=0)
+    (run,) = store.all_runs()
+    run.history = [{"_step": step, "loss": step / 10} for step in GAPPY_STEPS]
+    return store
+
+
+@pytest.mark.parametrize(
+    ("window", "expected"),
+    [
+        (25, [(0, 25), (25, 45), (1000, 1003)]),
+        (1000, [(0, 45), (1000, 1003)]),
+    ],
+)
+def test_history_window_sets_steps_per_request(window, expected):
+    """Windows [minStep, maxStep) of at most `window` steps, from the first step not yet read
+    to the last one inside; empty gaps are not asked for."""
+    with Emulator(_gappy_store()) as emulator:
+        run = run_tap(_config(emulator, projects=["bench"], history_window=window))
+        windows = [
+            (entry["variables"]["minStep"], entry["variables"]["maxStep"])
+            for entry in emulator.log
+            if "project.run.history" in entry["paths"]
+        ]
+    assert windows == expected
+    assert [record["step"] for record in run.records("history")] == GAPPY_STEPS
+
+
+def test_history_concurrency_overlaps_reads_and_keeps_records():
+    """The first run-level read is answered late: with 4 readers, other runs are read in the
+    meantime; with 1, nothing is. Either way the records are the same, in the same order."""
+    delay = 2.0
+    syncs, overlapping = {}, {}
+    # A smaller long run (still partly exported to parquet) keeps the two syncs quick.
+    with Emulator(demo_store(runs_per_project=12, big_run_steps=2_000)) as emulator:
+        for readers in (1, 4):
+            emulator.reset_stats()
+            emulator.set_faults(FaultPlan(script=[Fault("delay", "project.run", seconds=delay)]))
+            config = _config(emulator, projects=["vision", "nlp"], history_concurrency=readers)
+            syncs[readers] = run_tap(config)
+            reads = [at for at, paths in emulator.arrivals if "project.run" in paths]
+            overlapping[readers] = sum(reads[0] < at < reads[0] + delay for at in reads[1:])
+    assert emulator.stats()["requests"]["parquet"] >= 1
+    assert overlapping[1] == 0 and overlapping[4] >= 1, overlapping
+    assert syncs[1].by_stream() == syncs[4].by_stream()

@@ -71,6 +71,7 @@ def test_runs_match_official_client(full_sync, oracle):
         assert record["state"] == client_run.state
         assert record["tags"] == client_run.tags
         assert record["notes"] == client_run.notes
+        assert record["description"] == client_run.description
         assert record["group"] == client_run.group
         assert record["job_type"] == client_run.job_type
         assert record["sweep_name"] == client_run._attrs.get("sweepName")
@@ -83,6 +84,10 @@ def test_runs_match_official_client(full_sync, oracle):
         assert record["created_at"].endswith("+00:00")
         assert record["config"] == dict(client_run.config)
         assert numbers_equal(record["summary"], finite(client_run.summary._json_dict))
+        assert numbers_equal(record["system_metrics"], finite(client_run.system_metrics))
+        assert record["history_last_step"] == client_run.lastHistoryStep
+    described = [r["description"] for r in records.values() if r["description"]]
+    assert described and len(described) < len(records)  # some runs have one
 
 
 def test_runs_are_ordered_by_created_at_within_each_project(full_sync):
@@ -94,9 +99,12 @@ def test_runs_are_ordered_by_created_at_within_each_project(full_sync):
         assert created == sorted(created)
 
 
-def test_configs_match_official_client(full_sync, oracle):
+def test_configs_match_official_client(full_sync, oracle, demo_data):
     run, _ = full_sync
     records = {(r["run_id"], r["key"]): r for r in run.records("configs")}
+    # W&B's own keys, which every stored config holds, are left out as the client does.
+    assert all({"_wandb", "wandb_version"} <= r.config.keys() for r in demo_data.all_runs())
+    assert {key for _, key in records} & {"_wandb", "wandb_version"} == set()
     expected = {
         (r.id, key): value
         for runs in oracle.values()
@@ -106,7 +114,6 @@ def test_configs_match_official_client(full_sync, oracle):
     assert records.keys() == expected.keys()
     for key, value in expected.items():
         assert records[key]["value"] == value, key
-        assert "_wandb" not in key[1] and key[1] != "wandb_version"
 
 
 def test_config_desc_is_kept(full_sync, demo_data):

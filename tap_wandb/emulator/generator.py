@@ -151,7 +151,7 @@ def _make_run(
         sweep_name=rng.choice([None, None, "swp" + str(index % 3)]),
         commit=rng.choice([None, f"{rng.getrandbits(160):040x}"]),
         notes=rng.choice([None, "", "first try\nwith a newline", '注释 "quoted"']),
-        description=None,
+        description=f"Run {index} of {project}.\nÉtape ✓" if index % 4 == 1 else None,
         username=rng.choice(["alice", "bob", "émile"]),
         config=_config(rng, index),
     )

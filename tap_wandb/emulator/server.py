@@ -5,6 +5,7 @@ loopback, with fault injection and request accounting kept off the W&B paths (``
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import gzip
 import json
@@ -216,6 +217,11 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         # Headers and body go out in separate writes; without this, delayed ACKs add ~40 ms.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handle(self) -> None:
+        # A client that hangs up (timed out, killed, done) is no emulator error: no traceback.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            super().handle()
 
     @property
     def emulator(self) -> Emulator:
