@@ -78,8 +78,11 @@ class RunsState:
         self.recent: dict[str, str] = dict(partition.get("recent") or {})
         sketch = partition.get("sketch")
         self.sketch: RunIdSketch | None = RunIdSketch.from_text(sketch) if sketch else None
-        if self.sketch is None and self.created_bookmark is None:
-            self.sketch = RunIdSketch()  # a first sync: every run it syncs goes in
+        # A first sync: every run it syncs goes into a new sketch, so there is nothing to
+        # check it against yet.
+        self._first_sync = self.sketch is None and self.created_bookmark is None
+        if self._first_sync:
+            self.sketch = RunIdSketch()
         self.deletions_checked_at: str | None = partition.get("deletions_checked_at")
         self._listed: dict[str, tuple[str, str]] = {}  # run -> (updated_at, fingerprint)
 
@@ -197,6 +200,10 @@ class RunsState:
             self.at_created_bookmark.add(run_id)
 
     def deletions_due(self, now: dt.datetime, every: dt.timedelta) -> bool:
+        """Whether to look for deleted runs now (a first sync counts as a check)."""
+        if self._first_sync:
+            self.deletions_checked_at = now.isoformat()
+            return False
         if self.deletions_checked_at is None:
             return True
         return now - dt.datetime.fromisoformat(self.deletions_checked_at) >= every

@@ -181,11 +181,17 @@ def test_the_window_never_moves_back():
 
 
 def test_deleted_runs_are_told_from_the_sketch_of_the_runs_synced():
-    state = RunsState({})
+    partition: dict = {}
+    state = RunsState(partition)
     for run_id in ("a", "b", "c"):
         _synced(state, _record(run_id, T1))
     now = dt.datetime(2024, 3, 3, tzinfo=dt.UTC)
-    assert state.deletions_due(now, dt.timedelta(hours=24))
+    # The first sync started the sketch: it counts as a check.
+    assert not state.deletions_due(now, dt.timedelta(hours=0))
+    state.save()
+    state = RunsState(partition)
+    assert not state.deletions_due(now, dt.timedelta(hours=24))
+    assert state.deletions_due(now + dt.timedelta(hours=24), dt.timedelta(hours=24))
     gone, told_apart = state.deleted({"a", "c", "new"}, now)
     assert (gone, told_apart) == ({"b"}, True)
     assert not state.deletions_due(now + dt.timedelta(hours=23), dt.timedelta(hours=24))
