@@ -98,11 +98,13 @@ def _own_aliases(node: dict[str, t.Any], source: tuple[str, str, str]) -> list[s
     client's Artifact.aliases: an alias a registry (portfolio) gives it belongs there."""
     names = []
     for alias in node.get("aliases") or []:
+        name = alias.get("alias")
         collection = alias.get("artifactCollection") or {}
         project = collection.get("project") or {}
         where = ((project.get("entity") or {}).get("name"), project.get("name"))
-        if (*where, collection.get("name")) == source and not _is_version_alias(alias["alias"]):
-            names.append(alias["alias"])
+        own = (*where, collection.get("name")) == source
+        if own and isinstance(name, str) and not _is_version_alias(name):
+            names.append(name)
     return sorted(names)
 
 
