@@ -183,18 +183,20 @@ class WandbClient:
         what: str,
         cursor: str = "endCursor",
         first_page: dict[str, Any] | None = None,
+        after: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """The ``data`` of each page of a Relay connection (``first``/``after``), in order.
 
         ``connection`` finds the connection in a page's data (None: nothing there).
         ``cursor`` is where the next page starts: ``endCursor`` of ``pageInfo``, or ``edge``
         for the last edge's cursor (how the official client pages runs). ``first_page``
-        holds variables sent with the first request only.
+        holds variables sent with the first request only. ``after``: start after this
+        cursor (a page already read elsewhere) instead of at the beginning.
         """
-        after: str | None = None
+        extra = first_page or {}
         while True:
-            extra = (first_page or {}) if after is None else {}
             data = self.graphql(document, {**variables, **extra, "after": after}, what=what)
+            extra = {}
             yield data
             found = connection(data) or {}
             edges = found.get("edges") or []

@@ -150,12 +150,14 @@ class RunsState:
         return entry["history"] + 1 if entry else 0
 
     def child_context(self, record: dict[str, t.Any], need: Need) -> dict[str, t.Any]:
-        """The context of a run's child streams: its key and where its history resumes."""
+        """The context of a run's child streams: its key, where its history resumes, and
+        whether its system metrics are read now."""
         last_step = record["history_last_step"]
         last_step = last_step if last_step is not None else -1
+        resumed = need is Need.CHANGED and self._resumed(record)
         if need is Need.CHANGED:
             # Edited runs have no new rows; resumed ones (alive since the last look) have.
-            first_step = FROM_LIVE_ROWS if self._resumed(record) else last_step + 1
+            first_step = FROM_LIVE_ROWS if resumed else last_step + 1
         else:
             first_step = self.history_from(record["run_id"])
         return {
@@ -164,6 +166,11 @@ class RunsState:
             "run_id": record["run_id"],
             "first_step": first_step,
             "last_step": last_step,
+            # W&B serves a sample of them that changes while the run grows: read it once the
+            # run has ended (first synced ended, or ended since it was followed or resumed);
+            # an edit alone leaves it as it was.
+            "system_metrics": record["state"] in TERMINAL_STATES
+            and (need is not Need.CHANGED or resumed),
         }
 
     def _resumed(self, record: dict[str, t.Any]) -> bool:

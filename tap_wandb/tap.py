@@ -24,7 +24,15 @@ from tap_wandb.client import WandbAuthError, WandbClient, WandbError
 from tap_wandb.history import HistoryReader, Prefetcher
 from tap_wandb.output import SingerOutput
 from tap_wandb.state import StateError
-from tap_wandb.streams import ConfigsStream, HistoryStream, RunsStream, SummariesStream
+from tap_wandb.streams import (
+    ArtifactsStream,
+    ConfigsStream,
+    HistoryStream,
+    RunArtifactsStream,
+    RunsStream,
+    SummariesStream,
+    SystemMetricsStream,
+)
 
 HISTORY_MODES = ("full", "sampled", "off")
 CHANGE_DETECTION_MODES = ("updated_at", "off")
@@ -102,6 +110,13 @@ class TapWandb(Tap):
             "Rows holding none of them are left out.",
         ),
         th.Property(
+            "system_metrics_samples",
+            th.IntegerType(minimum=1),
+            default=500,
+            description="System-metrics rows per run: W&B's sample of that many points, read "
+            'once the run has ended (as the client\'s `run.history(stream="system")`).',
+        ),
+        th.Property(
             "change_detection",
             th.StringType,
             default="updated_at",
@@ -160,7 +175,15 @@ class TapWandb(Tap):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        return [RunsStream(self), ConfigsStream(self), SummariesStream(self), HistoryStream(self)]
+        return [
+            RunsStream(self),
+            ConfigsStream(self),
+            SummariesStream(self),
+            HistoryStream(self),
+            ArtifactsStream(self),
+            RunArtifactsStream(self),
+            SystemMetricsStream(self),
+        ]
 
     @override
     def sync_all(self) -> None:
@@ -310,6 +333,7 @@ def settings_problems(config: t.Mapping[str, t.Any]) -> list[str]:
     for name in (
         "page_size",
         "history_samples",
+        "system_metrics_samples",
         "history_window",
         "history_concurrency",
         "request_timeout",

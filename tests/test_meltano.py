@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 MELTANO = REPO / ".tools" / "meltano" / "bin" / "meltano"
 INSTALL_STAMP = REPO / ".meltano" / ".install-stamp"  # scripts/demo keeps the same stamp
 TABLES = ("runs", "configs", "summaries", "history")
+RUN_OBJECT_TABLES = ("artifacts", "run_artifacts", "system_metrics")
+SYSTEM_METRICS_SAMPLES = 500  # the tap's default
 INTERNAL_CONFIG_KEYS = ("_wandb", "wandb_version")
 TERMINAL = ("finished", "failed", "crashed", "killed")
 
@@ -162,6 +164,20 @@ def expected_counts(runs: list[Run]) -> dict[str, int]:
         "configs": sum(len(_config_keys(run)) for run in runs),
         "summaries": sum(len(run.summary) for run in runs),
         "history": sum(len(run.history) for run in runs),
+        **run_object_counts(runs),
+    }
+
+
+def run_object_counts(runs: list[Run]) -> dict[str, int]:
+    """Rows a sync of these runs loads into artifacts (each version once), run_artifacts and
+    system_metrics (W&B's sample of each ended run)."""
+    edges = [a for run in runs for a in (*run.logged_artifacts, *run.used_artifacts)]
+    return {
+        "artifacts": len({id(artifact) for artifact in edges}),
+        "run_artifacts": len(edges),
+        "system_metrics": sum(
+            min(SYSTEM_METRICS_SAMPLES, len(run.events)) for run in runs if run.state in TERMINAL
+        ),
     }
 
 
@@ -180,16 +196,18 @@ def expected_second_sync(before: dict, runs_now: list[Run]) -> dict[str, int]:
     """Rows an incremental sync must load: new runs whole; runs unfinished at the first sync
     again (config and summary whole, history only past the last step synced)."""
     counts = dict.fromkeys(TABLES, 0)
+    again = []
     for run in runs_now:
         key = (run.entity, run.project, run.name)
         if key in before and before[key][0] in TERMINAL:
             continue
+        again.append(run)
         last_step = before[key][1] if key in before else -1
         counts["runs"] += 1
         counts["configs"] += len(_config_keys(run))
         counts["summaries"] += len(run.summary)
         counts["history"] += sum(1 for row in run.history if row["_step"] > last_step)
-    return counts
+    return {**counts, **run_object_counts(again)}
 
 
 # -- DuckDB -------------------------------------------------------------------------------
@@ -201,7 +219,7 @@ def duckdb_counts(path: str, since: Any = None) -> dict[str, int]:
         params = [] if since is None else [since]
         return {
             table: con.execute(f"SELECT count(*) FROM wandb.{table}{where}", params).fetchone()[0]
-            for table in TABLES
+            for table in (*TABLES, *RUN_OBJECT_TABLES)
         }
 
 
@@ -308,7 +326,7 @@ def test_postgres_typed_json_then_incremental(pipeline, fresh_emulator, postgres
             table: con.execute(
                 f"SELECT count(*) FROM wandb.{table}{where}", [] if since is None else [since]
             ).fetchone()[0]
-            for table in TABLES
+            for table in (*TABLES, *RUN_OBJECT_TABLES)
         }
 
     meltano(env, "run", "tap-wandb-jsonb", "target-postgres")

@@ -44,6 +44,7 @@ def test_empty_state_reads_everything_from_step_zero():
     assert need is Need.FIRST_SYNC
     assert state.child_context(record, need) == {
         "entity": "acme", "project": "vision", "run_id": "a", "first_step": 0, "last_step": 9,
+        "system_metrics": True,
     }  # fmt: skip
 
 
@@ -154,7 +155,7 @@ def test_changed_runs_are_found_by_fingerprint_within_the_window_and_by_time_aft
     resumed = _record("a", T1, "finished", 9, updated_at=LATER, heartbeat=LATER)
     assert state.child_context(resumed, state.need(resumed, _fp("a", "h1"), changes=True)) == {
         "entity": "acme", "project": "vision", "run_id": "a", "first_step": FROM_LIVE_ROWS,
-        "last_step": 9,
+        "last_step": 9, "system_metrics": True,
     }  # fmt: skip
     # A run last seen before the window: its heartbeat tells.
     old = RunsState({"state_version": 2, "created_bookmark": T3, "updated_since": T3})
@@ -170,6 +171,36 @@ def test_changed_runs_are_found_by_fingerprint_within_the_window_and_by_time_aft
     )
     # Change detection off: synced runs need nothing.
     assert state.need(edited, _fp("b2"), changes=False) is Need.NOTHING
+
+
+def test_system_metrics_are_read_once_a_run_has_ended_and_again_after_a_resume():
+    """W&B's system-metrics sample changes while a run grows: read it when a run is first
+    synced ended, when a followed run ends, when a resumed run ends again; not for an edit."""
+    state = RunsState({})
+
+    def reads(record: dict, fingerprint: str) -> bool:
+        need = state.need(record, fingerprint, changes=True)
+        context = state.child_context(record, need)
+        state.run_synced(record, need, record["history_last_step"])
+        return context["system_metrics"]
+
+    assert reads(_record("done", T1, "finished", 5), _fp("done"))
+    assert reads(_record("broke", T1, "crashed", 5), _fp("broke"))
+    assert not reads(_record("live", T1, "running", 5), _fp("live"))
+    assert not reads(_record("live", T1, "running", 9), _fp("live", "h1"))  # still running
+    assert reads(_record("live", T1, "killed", 12), _fp("live", "h2"))  # it ended
+    state.sync_done(dt.timedelta(seconds=30))
+    assert "done" in state.recent
+    # An edit: the same history, a later updatedAt.
+    assert not reads(_record("done", T1, "finished", 5, updated_at=LATER), _fp("done2"))
+    # Resumed: running again (not yet), then ended with more history (now).
+    assert not reads(_record("broke", T1, "running", 8, updated_at=LATER), _fp("broke", "h1"))
+    assert reads(_record("broke", T1, "finished", 9, updated_at=LATER), _fp("broke", "h2"))
+    # Resumed and ended between two syncs, never seen running.
+    assert reads(
+        _record("live", T1, "finished", 20, updated_at=LATER, heartbeat=LATER),
+        _fp("live", "h3"),
+    )
 
 
 def test_the_window_never_moves_back():

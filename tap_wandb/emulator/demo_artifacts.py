@@ -220,3 +220,18 @@ def advance_artifacts(store: Store, new_runs: list[Run], seed: int) -> None:
             if not logged:
                 s.version(run, tokenizer.collection, metadata={"vocab": 52_000}, file_count=2)
                 logged = True
+
+
+def seed_bench_artifacts(store: Store, runs: list[Run], seed: int) -> None:
+    """Lineage for benchmarks: every run uses the latest version of a shared dataset (a new
+    version every 500 runs) and logs a model version of its own."""
+    s = _Seeder(store, seed)
+    dataset = ArtifactCollection(runs[0].entity, runs[0].project, "bench-data", "dataset")
+    latest = None
+    for index, run in enumerate(runs):
+        if index % 500 == 0:
+            latest = s.version(run, dataset, metadata={"rows": 10_000 + index})
+        else:
+            use_artifact(run, latest)
+        model = ArtifactCollection(run.entity, run.project, f"model-{run.name}", "model")
+        s.version(run, model, metadata={"val_loss": round(s.rng.random(), 4)}, file_count=3)

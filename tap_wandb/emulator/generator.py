@@ -12,7 +12,11 @@ import random
 import string
 from typing import Any
 
-from tap_wandb.emulator.demo_artifacts import advance_artifacts, seed_artifacts
+from tap_wandb.emulator.demo_artifacts import (
+    advance_artifacts,
+    seed_artifacts,
+    seed_bench_artifacts,
+)
 from tap_wandb.emulator.demo_sweeps import refresh_sweeps, seed_sweeps
 from tap_wandb.emulator.store import TERMINAL_STATES, Run, Store
 from tap_wandb.emulator.system_metrics import seed_system_metrics
@@ -228,9 +232,17 @@ def _seed_objects(store: Store, seed: int) -> None:
 
 
 def bench_store(
-    runs: int, steps_per_run: int, *, exported_share: float = 0.0, seed: int = 11
+    runs: int,
+    steps_per_run: int,
+    *,
+    exported_share: float = 0.0,
+    seed: int = 11,
+    system_seconds: float = 0.0,
+    artifacts: bool = False,
 ) -> Store:
-    """One project of uniform finished runs, for benchmarks."""
+    """One project of uniform finished runs, for benchmarks. ``system_seconds``: runs also
+    have system metrics over that runtime; ``artifacts``: runs log and use artifacts
+    (``seed_bench_artifacts``)."""
     rng = random.Random(seed)
     store = Store({DEMO_API_KEY: DEMO_USER})
     store.add_project(DEMO_USER, "bench", START)
@@ -249,8 +261,16 @@ def bench_store(
         )
         if exported_share and run.history:
             run.exported_before_step = run.history[int(len(run.history) * exported_share)]["_step"]
+        if system_seconds:
+            seed_system_metrics(run, system_seconds)
         store.add_run(run)
+    if artifacts and runs:
+        seed_bench_artifacts(store, _bench_runs(store), seed)
     return store
+
+
+def _bench_runs(store: Store) -> list[Run]:
+    return sorted(store.project(DEMO_USER, "bench").runs.values(), key=lambda r: r.seq)
 
 
 def advance(store: Store, seed: int = 1, new_runs_per_project: int = 3) -> None:

@@ -23,14 +23,17 @@ def _walk(rng: random.Random, value: float, step: float, low: float, high: float
     return min(high, max(low, value + rng.uniform(-step, step)))
 
 
-def system_events(run: Run) -> list[dict[str, Any]]:
-    """The events rows of a run: ``system.*`` keys, ``_runtime``, ``_timestamp``, ``_wandb``."""
+def system_events(run: Run, runtime: float | None = None) -> list[dict[str, Any]]:
+    """The events rows of a run: ``system.*`` keys, ``_runtime``, ``_timestamp``, ``_wandb``.
+
+    ``runtime``: how long the run ran (default: the runtime of its last history row).
+    """
     rng = random.Random(f"{run.name}:system")
     no_stats = rng.random() < NO_STATS_SHARE
     gpus = rng.choice(GPU_COUNTS)
-    if no_stats or not run.history:
+    if no_stats or not (run.history or runtime):
         return []
-    runtime = run.history[-1]["_runtime"]
+    runtime = run.history[-1]["_runtime"] if runtime is None else runtime
     start = run.created_at.replace(tzinfo=dt.UTC).timestamp()
     cpu, memory, rss = rng.uniform(5, 60), rng.uniform(20, 40), rng.uniform(800, 4000)
     disk, threads = round(rng.uniform(30, 90), 1), rng.choice([24, 48, 96])
@@ -71,8 +74,8 @@ def system_events(run: Run) -> list[dict[str, Any]]:
     return rows
 
 
-def seed_system_metrics(run: Run) -> None:
+def seed_system_metrics(run: Run, runtime: float | None = None) -> None:
     """Give a run its events and the latest of their values as its ``systemMetrics``."""
-    run.events = system_events(run)
+    run.events = system_events(run, runtime)
     last = run.events[-1] if run.events else {}
     run.system_metrics = {key: value for key, value in last.items() if key.startswith("system.")}

@@ -1,6 +1,17 @@
-"""The tap's streams, one module per W&B object: runs and their per-run children, history."""
+"""The tap's streams, one module per W&B object: runs and their per-run children, history,
+artifacts with their run lineage, system metrics."""
 
+from tap_wandb.streams.artifacts import ArtifactsStream, RunArtifactsStream
 from tap_wandb.streams.history import HistoryStream
 from tap_wandb.streams.runs import ConfigsStream, RunsStream, SummariesStream
+from tap_wandb.streams.system_metrics import SystemMetricsStream
 
-__all__ = ["ConfigsStream", "HistoryStream", "RunsStream", "SummariesStream"]
+__all__ = [
+    "ArtifactsStream",
+    "ConfigsStream",
+    "HistoryStream",
+    "RunArtifactsStream",
+    "RunsStream",
+    "SummariesStream",
+    "SystemMetricsStream",
+]

@@ -1,6 +1,7 @@
 """runs and the streams that cost no requests of their own: configs and summaries.
 
-``runs`` is the parent: one page of runs per request, config and summary included. Its
+``runs`` is the parent: one page of runs per request, config and summary included (and, for
+the streams that need them, each run's artifacts and system metrics; see run_documents). Its
 children read what they need from the run being processed; ``history`` (its own module)
 reads the run's metric history.
 """
@@ -13,7 +14,6 @@ import json
 import logging
 import time
 import typing as t
-from textwrap import dedent
 
 from singer_sdk import typing as th
 from typing_extensions import override
@@ -21,6 +21,14 @@ from typing_extensions import override
 from tap_wandb.client import WandbGraphQLError, WandbResponseError, dumps_filters
 from tap_wandb.state import Need, RunsState
 from tap_wandb.streams.base import ANY_JSON, BLOB, RUN_KEY, RunChildStream, WandbStream
+from tap_wandb.streams.run_documents import (
+    ARTIFACTS_PAGE_SIZE,
+    RUN_CHILD_FIELDS,
+    RUN_IDS,
+    RUN_IDS_PAGE_SIZE,
+    RUNS,
+    RUNS_WITHOUT_UPDATED_AT,
+)
 from tap_wandb.values import config_entries, decode_json_string, rfc3339, unwrap_config
 
 if t.TYPE_CHECKING:
@@ -28,85 +36,6 @@ if t.TYPE_CHECKING:
 
     from tap_wandb.streams.history import HistoryStream
 
-# One page of runs with config, summary and history bounds, so no request per run is needed.
-# runCount is asked for on the first page only (for progress logs).
-RUNS = dedent("""
-    query Runs(
-      $entity: String!
-      $project: String!
-      $filters: JSONString
-      $order: String
-      $first: Int
-      $after: String
-      $withCount: Boolean!
-    ) {
-      project(name: $project, entityName: $entity) {
-        runCount(filters: $filters) @include(if: $withCount)
-        runs(filters: $filters, order: $order, first: $first, after: $after) {
-          edges {
-            cursor
-            node {
-              id
-              name
-              displayName
-              state
-              createdAt
-              heartbeatAt
-              updatedAt
-              tags
-              group
-              jobType
-              sweepName
-              commit
-              notes
-              description
-              historyLineCount
-              user {
-                username
-              }
-              config
-              summaryMetrics
-              systemMetrics
-              historyKeys
-            }
-          }
-          pageInfo {
-            endCursor
-            hasNextPage
-          }
-        }
-      }
-    }
-""")
-# For servers without Run.updatedAt (change_detection: off).
-RUNS_WITHOUT_UPDATED_AT = RUNS.replace("              updatedAt\n", "")
-
-# Every run's id, and nothing else, to find the runs W&B deleted.
-RUN_IDS = dedent("""
-    query RunIds(
-      $entity: String!
-      $project: String!
-      $filters: JSONString
-      $first: Int
-      $after: String
-    ) {
-      project(name: $project, entityName: $entity) {
-        runs(filters: $filters, order: "+created_at", first: $first, after: $after) {
-          edges {
-            cursor
-            node {
-              name
-            }
-          }
-          pageInfo {
-            endCursor
-            hasNextPage
-          }
-        }
-      }
-    }
-""")
-RUN_IDS_PAGE_SIZE = 500
 # The fields of a run that move when it logs history.
 HISTORY_FIELDS = ("heartbeatAt", "historyLineCount", "historyKeys")
 
@@ -315,6 +244,7 @@ class RunsStream(WandbStream):
             "order": "+created_at",
             "first": self.config["page_size"],
             "withCount": False,
+            **self._child_variables(),
         }
         pages = self.wandb.client.pages(
             RUNS if self.finds_changes else RUNS_WITHOUT_UPDATED_AT,
@@ -335,6 +265,16 @@ class RunsStream(WandbStream):
                 progress.start(found["runCount"])
             yield (found.get("runs") or {}).get("edges") or []
 
+    def _child_variables(self) -> dict[str, t.Any]:
+        """What the runs pages carry for the child streams selected (nothing for the rest)."""
+        streams = self.wandb.streams
+        return {
+            "withArtifacts": streams["artifacts"].selected or streams["run_artifacts"].selected,
+            "artifactsFirst": ARTIFACTS_PAGE_SIZE,
+            "withSystemMetrics": streams["system_metrics"].selected,
+            "systemMetricsSamples": self.config["system_metrics_samples"],
+        }
+
     def _record(
         self, node: dict[str, t.Any], entity: str, project: str
     ) -> tuple[dict[str, t.Any], dict[str, t.Any]]:
@@ -350,6 +290,7 @@ class RunsStream(WandbStream):
         history_keys = node.get("historyKeys")
         last_step = history_keys.get("lastStep") if isinstance(history_keys, dict) else None
         raw = {"run_id": run_id, "config": raw_config, "summary": summary}
+        raw.update((field, node[field]) for field in RUN_CHILD_FIELDS if field in node)
         return {
             "entity": entity,
             "project": project,
@@ -424,12 +365,18 @@ class SummariesStream(RunChildStream):
 
 
 def fingerprint(node: dict[str, t.Any]) -> str:
-    """A short digest of what W&B said of a run (its updatedAt left out): equal fingerprints,
-    nothing of the run to sync again. The second half sums up its history alone, so that a
-    resumed run is told from an edited one."""
+    """A short digest of what W&B said of a run (its updatedAt and what its child streams
+    read left out): equal fingerprints, nothing of the run to sync again. The second half
+    sums up its history alone, so that a resumed run is told from an edited one."""
     history = {key: node.get(key) for key in HISTORY_FIELDS}
-    rest = {key: value for key, value in node.items() if key not in HISTORY_FIELDS}
-    del rest["updatedAt"]
+    left_out = {*HISTORY_FIELDS, *RUN_CHILD_FIELDS, "updatedAt"}
+    rest = {key: value for key, value in node.items() if key not in left_out}
+    # Its lineage is part of the run (a version it logged or used since is a change); what
+    # W&B says of the versions themselves, and the system-metrics sample, are not.
+    for field in ("outputArtifacts", "inputArtifacts"):
+        if field in node:
+            edges = (node[field] or {}).get("edges") or []
+            rest[field] = [(edge.get("node") or {}).get("id") for edge in edges]
     return _digest(rest) + _digest(history)
 
 
