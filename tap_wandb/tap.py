@@ -24,7 +24,15 @@ from tap_wandb.client import WandbAuthError, WandbClient, WandbError
 from tap_wandb.history import HistoryReader, Prefetcher
 from tap_wandb.output import SingerOutput
 from tap_wandb.state import StateError
-from tap_wandb.streams import ConfigsStream, HistoryStream, RunsStream, SummariesStream
+from tap_wandb.streams import (
+    ConfigsStream,
+    HistoryStream,
+    ProjectsStream,
+    RunsStream,
+    SummariesStream,
+    SweepsStream,
+)
+from tap_wandb.streams.projects import list_projects
 
 HISTORY_MODES = ("full", "sampled", "off")
 CHANGE_DETECTION_MODES = ("updated_at", "off")
@@ -160,7 +168,16 @@ class TapWandb(Tap):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        return [RunsStream(self), ConfigsStream(self), SummariesStream(self), HistoryStream(self)]
+        return [
+            RunsStream(self),
+            ConfigsStream(self),
+            SummariesStream(self),
+            HistoryStream(self),
+            # The SDK syncs streams in name order whatever the order here (load_streams
+            # sorts them): projects before runs, sweeps after runs and its children.
+            ProjectsStream(self),
+            SweepsStream(self),
+        ]
 
     @override
     def sync_all(self) -> None:
@@ -240,17 +257,7 @@ class TapWandb(Tap):
                 entity, _, project = item.rpartition("/")
                 paths.append((entity or self.entity, project))
             return list(dict.fromkeys(paths))
-        pages = self.client.pages(
-            queries.PROJECTS,
-            {"entity": self.entity, "first": 100},
-            connection=lambda data: data.get("models"),
-            what=f"projects of entity {self.entity}",
-        )
-        paths = [
-            (edge["node"]["entityName"], edge["node"]["name"])
-            for data in pages
-            for edge in (data.get("models") or {}).get("edges") or []
-        ]
+        paths = [(node["entityName"], node["name"]) for node in self.project_listing(self.entity)]
         if paths:
             self.logger.info("entity %s: %d projects to sync", self.entity, len(paths))
         else:
@@ -259,6 +266,19 @@ class TapWandb(Tap):
                 self.entity,
             )
         return paths
+
+    def project_listing(self, entity: str) -> list[dict[str, t.Any]]:
+        """The entity's projects as W&B lists them, read once per sync; with the fields the
+        projects stream emits if it is selected."""
+        if entity not in self._project_listings:
+            self._project_listings[entity] = list_projects(
+                self.client, entity, details=self.streams["projects"].selected
+            )
+        return self._project_listings[entity]
+
+    @cached_property
+    def _project_listings(self) -> dict[str, list[dict[str, t.Any]]]:
+        return {}
 
 
 def parse_start_date(value: str) -> dt.datetime:
