@@ -16,19 +16,31 @@ VIEWER = dedent("""
     }
 """)
 
+# An entity's projects. With $details (the projects stream is selected) each node also holds
+# what that stream emits, so the list the runs need is its only request.
 PROJECTS = dedent("""
-    query Projects($entity: String!, $first: Int!, $after: String) {
+    query Projects($entity: String!, $first: Int!, $after: String, $details: Boolean!) {
       models(entityName: $entity, first: $first, after: $after) {
         edges {
           node {
             name
             entityName
+            ...ProjectDetails @include(if: $details)
           }
         }
         pageInfo {
           endCursor
           hasNextPage
         }
+      }
+    }
+
+    fragment ProjectDetails on Project {
+      id
+      createdAt
+      isBenchmark
+      user {
+        username
       }
     }
 """)

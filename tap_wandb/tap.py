@@ -28,11 +28,14 @@ from tap_wandb.streams import (
     ArtifactsStream,
     ConfigsStream,
     HistoryStream,
+    ProjectsStream,
     RunArtifactsStream,
     RunsStream,
     SummariesStream,
+    SweepsStream,
     SystemMetricsStream,
 )
+from tap_wandb.streams.projects import list_projects
 
 HISTORY_MODES = ("full", "sampled", "off")
 CHANGE_DETECTION_MODES = ("updated_at", "off")
@@ -183,6 +186,10 @@ class TapWandb(Tap):
             ArtifactsStream(self),
             RunArtifactsStream(self),
             SystemMetricsStream(self),
+            # The SDK syncs streams in name order whatever the order here (load_streams
+            # sorts them): projects before runs, sweeps after runs and its children.
+            ProjectsStream(self),
+            SweepsStream(self),
         ]
 
     @override
@@ -263,17 +270,7 @@ class TapWandb(Tap):
                 entity, _, project = item.rpartition("/")
                 paths.append((entity or self.entity, project))
             return list(dict.fromkeys(paths))
-        pages = self.client.pages(
-            queries.PROJECTS,
-            {"entity": self.entity, "first": 100},
-            connection=lambda data: data.get("models"),
-            what=f"projects of entity {self.entity}",
-        )
-        paths = [
-            (edge["node"]["entityName"], edge["node"]["name"])
-            for data in pages
-            for edge in (data.get("models") or {}).get("edges") or []
-        ]
+        paths = [(node["entityName"], node["name"]) for node in self.project_listing(self.entity)]
         if paths:
             self.logger.info("entity %s: %d projects to sync", self.entity, len(paths))
         else:
@@ -282,6 +279,19 @@ class TapWandb(Tap):
                 self.entity,
             )
         return paths
+
+    def project_listing(self, entity: str) -> list[dict[str, t.Any]]:
+        """The entity's projects as W&B lists them, read once per sync; with the fields the
+        projects stream emits if it is selected."""
+        if entity not in self._project_listings:
+            self._project_listings[entity] = list_projects(
+                self.client, entity, details=self.streams["projects"].selected
+            )
+        return self._project_listings[entity]
+
+    @cached_property
+    def _project_listings(self) -> dict[str, list[dict[str, t.Any]]]:
+        return {}
 
 
 def parse_start_date(value: str) -> dt.datetime:
