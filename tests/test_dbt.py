@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import math
 import re
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 import duckdb
 import psycopg
 import pytest
+from PIL import Image
 
 from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Run, Store, advance
 from tests.conftest import official_client
@@ -309,6 +311,36 @@ def test_duckdb_models_then_incremental_after_edits_and_resumed_runs(dbt_pipelin
         [untouched.history[0]["_runtime"], *tampered[1]],
     )
     check_models(query, runs, log)
+
+    # A sweep's own metric and goal, given as a dbt var until the sweeps stream exists.
+    overrides = {"sweep_metrics": {"swp0": {"name": "acc", "goal": "maximize"}}}
+    meltano(env, "invoke", "dbt-duckdb", "run", "--select", "sweep_leaderboard",
+            "--vars", json.dumps(overrides))  # fmt: skip
+    firsts = {
+        (e, p, s): (metric, goal, run_id)
+        for e, p, s, metric, goal, run_id in query(
+            "SELECT entity, project, sweep_name, metric, goal, run_id"
+            f" FROM {SCHEMA}.sweep_leaderboard WHERE rank = 1"
+        )
+    }
+    by_acc, by_loss = best_runs(runs, "acc", "maximize"), best_runs(runs, "loss", "minimize")
+    assert any(sweep[2] == "swp0" for sweep in firsts) and firsts.keys() == by_loss.keys()
+    for sweep, (metric, goal, run_id) in firsts.items():
+        if sweep[2] == "swp0":
+            assert (metric, goal, run_id) == ("acc", "maximize", by_acc[sweep]), sweep
+        elif by_loss[sweep] is not None:
+            assert (metric, goal, run_id) == ("loss", "minimize", by_loss[sweep]), sweep
+
+    # The demo's pictures, drawn from these models.
+    pictures = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "python"), str(REPO / "scripts" / "plot_models.py"),
+         path, str(Path(path).parent / "plots")],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout.split()  # fmt: skip
+    assert [Path(p).name for p in pictures] == ["loss_curves.png", "gpu_hours.png"]
+    for picture in pictures:
+        with Image.open(picture) as image:
+            assert image.format == "PNG" and image.width > 600 and image.height > 400
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------
