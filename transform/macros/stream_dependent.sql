@@ -3,7 +3,7 @@
 
 {#- One row per sweep: entity, project, sweep_name, metric, goal ('minimize' or 'maximize').
     Today: the sweep names of the runs, each ranked by the `sweep_metrics` var's entry for it,
-    else by the `sweep_metric` var (default: loss, minimize).
+    else by the `sweep_metric` var (default: loss, minimize); see transform/dbt_project.yml.
     With the sweeps stream, the sweep's own metric (its config's `metric: {name, goal}`):
       select entity, project, sweep_id as sweep_name,
              {{ as_json('config') }} -> 'metric' ->> 'name' as metric,
@@ -11,7 +11,7 @@
       from {{ source('wandb', 'sweeps') }}
     (and declare `sweeps` in models/sources.yml). -#}
 {% macro sweep_objectives() %}
-  {%- set default = var('sweep_metric') -%}
+  {%- set default = _object_var('sweep_metric') -%}
   select distinct
     entity,
     project,
@@ -45,7 +45,7 @@
 
 {#- The sweep's `field` from the `sweep_metrics` var, else `default`, as an SQL expression. -#}
 {% macro _per_sweep(field, default) -%}
-  {%- set per_sweep = var('sweep_metrics') -%}
+  {%- set per_sweep = _object_var('sweep_metrics') -%}
   {%- if per_sweep -%}
     case sweep_name
     {%- for name, objective in per_sweep.items() %}
@@ -56,6 +56,12 @@
   {%- else -%}
     {{ _sql_text(default) }}
   {%- endif -%}
+{%- endmacro %}
+
+{#- A var holding an object: given with --vars it is one; from the environment, YAML text. -#}
+{% macro _object_var(name) -%}
+  {%- set value = var(name) -%}
+  {{ return(fromyaml(value) if value is string else value) }}
 {%- endmacro %}
 
 {% macro _sql_text(value) %}'{{ value | string | replace("'", "''") }}'{% endmacro %}
