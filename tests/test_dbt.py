@@ -1,0 +1,410 @@
+"""The dbt project (transform/) run by Meltano after a real load from the emulator, on DuckDB
+and PostgreSQL, checked value by value against the emulator's data (and the official client).
+
+Expected values are computed here from the emulator's store, in Python, by the rules the
+README states (numeric history values, summary numbers, runtime times GPU count, the sweep's
+metric and goal); nothing is read back from the models to build an expectation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import re
+import shutil
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg
+import pytest
+from PIL import Image
+
+from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Run, Store, advance
+from tests.conftest import official_client
+
+# meltano_env, pipeline and postgres are test_meltano's fixtures (hence F811 where taken).
+from tests.test_meltano import (  # noqa: F401
+    REPO,
+    _runs,
+    meltano,
+    meltano_env,
+    pipeline,
+    postgres,
+)
+
+SCHEMA = "analytics"
+
+
+@pytest.fixture
+def dbt_pipeline(pipeline, tmp_path) -> dict[str, str]:  # noqa: F811
+    """`pipeline` plus the dbt utilities: the models built in the test's own DuckDB file, dbt's
+    compiled files and logs in the test's directory (not transform/target, which the demo and
+    a concurrent test run would share)."""
+    (Path(pipeline["MELTANO_SYS_DIR_ROOT"]) / "utilities").symlink_to(
+        REPO / ".meltano" / "utilities", target_is_directory=True
+    )
+    return {
+        **pipeline,
+        "DBT_DUCKDB_PATH": pipeline["TARGET_DUCKDB_PATH"],
+        "DBT_TARGET_PATH": str(tmp_path / "dbt-target"),
+        "DBT_LOG_PATH": str(tmp_path / "dbt-logs"),
+    }
+
+
+# -- what the models must hold, from the emulator's data ------------------------------------
+
+
+def is_number(value: Any) -> bool:
+    """A JSON number as the warehouse sees it: NaN and Infinity arrive as null."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def history_values(runs: list[Run]) -> tuple[set[tuple], int]:
+    """run_metrics' rows (entity, project, run_id, step, metric, value), and how many history
+    values are not numbers. Every key of a row but _step is a value."""
+    numeric, other = set(), 0
+    for run in runs:
+        for row in run.history:
+            for key, value in row.items():
+                if key == "_step":
+                    continue
+                if is_number(value):
+                    numeric.add((run.entity, run.project, run.name, row["_step"], key, value))
+                else:
+                    other += 1
+    return numeric, other
+
+
+def final_metrics(runs: list[Run]) -> set[tuple]:
+    return {
+        (run.entity, run.project, run.name, key, float(value))
+        for run in runs
+        for key, value in run.summary.items()
+        if is_number(value)
+    }
+
+
+def runtime_seconds(run: Run) -> float:
+    """The summary's _runtime, else _wandb.runtime (a run that logged no history)."""
+    runtime = run.summary.get("_runtime")
+    return runtime if is_number(runtime) else run.summary["_wandb"]["runtime"]
+
+
+def gpu_usage(runs: list[Run]) -> dict[tuple, tuple[float, float | None]]:
+    """(entity, project, user, month) -> (GPU-hours, GPU-hour-weighted mean utilisation)."""
+    hours: dict[tuple, float] = defaultdict(float)
+    weighted: dict[tuple, float] = defaultdict(float)
+    for run in runs:
+        key = (run.entity, run.project, run.username, run.created_at.date().replace(day=1))
+        indices = {
+            k.split(".")[2] for k in run.system_metrics if re.match(r"system\.gpu\.\d+\.", k)
+        }
+        utilisation = [
+            v for k, v in run.system_metrics.items() if re.fullmatch(r"system\.gpu\.\d+\.gpu", k)
+        ]
+        gpu_seconds = runtime_seconds(run) * len(indices)
+        hours[key] += gpu_seconds / 3600
+        if utilisation:
+            weighted[key] += gpu_seconds * sum(utilisation) / len(utilisation) / 3600
+    return {key: (h, weighted[key] / h if h else None) for key, h in hours.items()}
+
+
+def best_runs(runs: list[Run], metric: str, goal: str) -> dict[tuple, str | None]:
+    """(entity, project, sweep) -> the run with the best summary value of `metric`."""
+    sweeps: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.sweep_name:
+            sweeps[(run.entity, run.project, run.sweep_name)].append(run)
+    best = {}
+    for key, members in sweeps.items():
+        scored = [run for run in members if is_number(run.summary.get(metric))]
+        pick = min if goal == "minimize" else max
+        best[key] = pick(scored, key=lambda run: run.summary[metric]).name if scored else None
+    return best
+
+
+def vary_gpus_and_months(store: Store) -> None:
+    """The demo's runs all hold one GPU at 80% and start in one month: give them 0 to 3 GPUs at
+    different loads (plus W&B's per-process duplicate keys), and move some to the next month."""
+    with store.lock:
+        for index, run in enumerate(sorted(store.all_runs(), key=lambda r: r.seq)):
+            metrics: dict[str, Any] = {"system.cpu": 12.5}
+            for gpu in range(index % 4):
+                metrics[f"system.gpu.{gpu}.gpu"] = 40 + 7 * gpu + index % 5
+                metrics[f"system.gpu.{gpu}.memory"] = 30.0
+                metrics[f"system.gpu.process.{gpu}.gpu"] = 99
+            run.system_metrics = metrics
+            if index % 5 == 0:
+                run.created_at += dt.timedelta(days=31)
+
+
+# -- the models, read back --------------------------------------------------------------------
+
+
+def rows(query, sql: str) -> list[tuple]:
+    return [tuple(row) for row in query(sql)]
+
+
+def check_models(
+    query, runs: list[Run], log: str, sweep_metrics: dict[str, dict[str, str]] | None = None
+) -> None:
+    """Every model against the emulator's runs. `query(sql)` returns rows from the warehouse;
+    `sweep_metrics` the dbt var the build was given (the metric and goal per sweep name)."""
+    numeric, other = history_values(runs)
+    got = rows(
+        query, f"SELECT entity, project, run_id, step, metric, value FROM {SCHEMA}.run_metrics"
+    )
+    assert len(got) == len(numeric)
+    assert set(got) == numeric
+    # The warning test counts the values run_metrics leaves out.
+    assert [int(n) for n in re.findall(r"WARN (\d+) history_non_numeric_values", log)] == [other]
+    assert other > 0
+
+    latest = {
+        row[2]: row
+        for row in rows(
+            query,
+            "SELECT entity, project, run_id, state, username, sweep_name, tags, runtime_seconds"
+            f" FROM {SCHEMA}.runs_latest",
+        )
+    }
+    assert latest.keys() == {run.name for run in runs}
+    for run in runs:
+        _, _, _, state, username, sweep, tags, runtime = latest[run.name]
+        assert (state, username, sweep, list(tags)) == (
+            run.state, run.username, run.sweep_name, run.tags,
+        )  # fmt: skip
+        assert runtime == runtime_seconds(run), run.name
+
+    got = rows(
+        query, f"SELECT entity, project, run_id, metric, value FROM {SCHEMA}.run_final_metrics"
+    )
+    assert len(got) == len(set(got)) == len(final_metrics(runs))
+    assert set(got) == final_metrics(runs)
+
+    leaderboard = rows(
+        query,
+        "SELECT entity, project, sweep_name, metric, goal, rank, run_id, value"
+        f" FROM {SCHEMA}.sweep_leaderboard ORDER BY entity, project, sweep_name, rank",
+    )
+    objectives = defaultdict(lambda: ("loss", "minimize"))
+    for sweep, objective in (sweep_metrics or {}).items():
+        objectives[sweep] = (objective["name"], objective["goal"])
+    assert len(leaderboard) == sum(1 for run in runs if run.sweep_name)
+    by_sweep: dict[tuple, list] = defaultdict(list)
+    for entity, project, sweep, metric, goal, rank, run_id, value in leaderboard:
+        assert (metric, goal) == objectives[sweep]
+        by_sweep[(entity, project, sweep)].append((rank, run_id, value))
+    assert by_sweep.keys() == {(r.entity, r.project, r.sweep_name) for r in runs if r.sweep_name}
+    decided = 0
+    for (entity, project, sweep), ranked in by_sweep.items():
+        metric, goal = objectives[sweep]
+        best = best_runs(runs, metric, goal)[(entity, project, sweep)]
+        assert best is not None or ranked[0][2] is None
+        if best is not None:
+            assert ranked[0][1] == best, (sweep, metric, goal)
+            decided += 1
+        # Best first, runs without a value last.
+        values = [value for _, _, value in ranked]
+        scored = sorted((v for v in values if v is not None), reverse=goal == "maximize")
+        assert values == scored + [None] * (len(values) - len(scored))
+        assert [rank for rank, _, _ in ranked] == list(range(1, len(ranked) + 1))
+    assert decided >= len(by_sweep) - 1 > 0
+
+    usage = {
+        (e, p, u, m): (hours, utilisation)
+        for e, p, u, m, hours, utilisation in rows(
+            query,
+            "SELECT entity, project, username, month, gpu_hours, mean_gpu_utilization"
+            f" FROM {SCHEMA}.gpu_usage",
+        )
+    }
+    expected = gpu_usage(runs)
+    assert usage.keys() == expected.keys()
+    assert len({key[3] for key in expected}) == 2  # two months
+    for key, (hours, utilisation) in expected.items():
+        assert math.isclose(usage[key][0], hours, rel_tol=1e-9, abs_tol=1e-12), key
+        if utilisation is None:
+            assert usage[key][1] is None, key
+        else:
+            assert math.isclose(usage[key][1], utilisation, rel_tol=1e-9), key
+
+
+def duckdb_query(path: str):
+    def query(sql: str, params: list | None = None) -> list[tuple]:
+        with contextlib.closing(duckdb.connect(path, read_only=True)) as con:
+            return con.execute(sql, params or []).fetchall()
+
+    return query
+
+
+def duckdb_execute(path: str, sql: str, params: list) -> None:
+    with contextlib.closing(duckdb.connect(path)) as con:
+        con.execute(sql, params)
+
+
+def build_log(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stderr + result.stdout
+
+
+# -- DuckDB -----------------------------------------------------------------------------------
+
+
+def test_duckdb_models_then_incremental_after_edits_and_resumed_runs(dbt_pipeline, fresh_emulator):
+    """`meltano run tap-wandb target-duckdb dbt-duckdb:build`: every model's values against the
+    emulator and the official client. Then a reloaded (edited) history row and a sync of
+    resumed and new runs: the second build processes only the rows loaded since the first."""
+    store = fresh_emulator.store
+    vary_gpus_and_months(store)
+    env = {**dbt_pipeline, "TAP_WANDB_BASE_URL": fresh_emulator.url}
+    path = env["DBT_DUCKDB_PATH"]
+    log = build_log(meltano(env, "run", "tap-wandb", "target-duckdb", "dbt-duckdb:build"))
+    assert "Completed with 1 warning" in log, log[-3000:]
+    check_models(duckdb_query(path), _runs(store), log)
+
+    # The minimum loss of each run is what the official client's scan_history finds.
+    api = official_client(fresh_emulator.url)
+    lowest = dict(
+        duckdb_query(path)(
+            f"SELECT run_id, min(value) FROM {SCHEMA}.run_metrics"
+            " WHERE metric = 'loss' GROUP BY run_id"
+        )
+    )
+    for run in _runs(store):
+        scanned = api.run(f"{run.entity}/{run.project}/{run.name}").scan_history(
+            keys=["loss"], page_size=20_000, use_cache=False
+        )
+        losses = [row["loss"] for row in scanned if is_number(row["loss"])]
+        assert lowest.get(run.name) == (min(losses) if losses else None), run.name
+
+    # A row the loader writes again replaces its step's rows; rows not loaded again are not
+    # processed again (a value changed in the model by hand stays as it is).
+    finished = [run for run in _runs(store) if run.state == "finished" and len(run.history) > 20]
+    edited, untouched = finished[0], finished[1]
+    step = next(row["_step"] for row in edited.history if is_number(row.get("loss")))
+    duckdb_execute(
+        path,
+        'UPDATE wandb.history SET metrics = json_merge_patch(metrics, \'{"loss": "n/a"}\'),'
+        " _sdc_batched_at = ? WHERE run_id = ? AND step = ?",
+        [dt.datetime.now(), edited.name, step],  # the loader's clock: naive local time
+    )
+    tampered = (
+        f"{SCHEMA}.run_metrics WHERE run_id = ? AND step = 0 AND metric = '_runtime'",
+        [untouched.name],
+    )
+    duckdb_execute(
+        path, f"UPDATE {tampered[0]}".replace("WHERE", "SET value = -1 WHERE"), tampered[1]
+    )
+    running = [run.name for run in _runs(store) if run.state == "running"]
+    advance(store, seed=3)
+    # A sweep's own metric and goal (until the sweeps stream exists): the setting sweep_metrics.
+    sweep_metrics = {"swp0": {"name": "acc", "goal": "maximize"}}
+    env["DBT_SWEEP_METRICS"] = json.dumps(sweep_metrics)
+    log = build_log(meltano(env, "run", "tap-wandb", "target-duckdb", "dbt-duckdb:build"))
+
+    runs = _runs(store)
+    resumed = {run.name: run for run in runs if run.name in running}
+    assert any(run.state == "finished" for run in resumed.values())  # resumed runs that ended
+    for row in edited.history:
+        if row["_step"] == step:
+            row["loss"] = "n/a"  # as edited in the warehouse
+    query = duckdb_query(path)
+    assert query(f"SELECT value FROM {tampered[0]}", tampered[1]) == [(-1.0,)]
+    duckdb_execute(
+        path,
+        f"UPDATE {tampered[0]}".replace("WHERE", "SET value = ? WHERE"),
+        [untouched.history[0]["_runtime"], *tampered[1]],
+    )
+    check_models(query, runs, log, sweep_metrics)
+
+    # The demo's pictures, drawn from these models.
+    pictures = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "python"), str(REPO / "scripts" / "plot_models.py"),
+         path, str(Path(path).parent / "plots")],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout.split()  # fmt: skip
+    assert [Path(p).name for p in pictures] == ["loss_curves.png", "gpu_hours.png"]
+    for picture in pictures:
+        with Image.open(picture) as image:
+            assert image.format == "PNG" and image.width > 600 and image.height > 400
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+
+def test_postgres_models_then_incremental(dbt_pipeline, fresh_emulator, postgres):  # noqa: F811
+    """`meltano run tap-wandb-jsonb target-postgres dbt-postgres:build` into a real PostgreSQL:
+    the same models, the same values; then resumed and new runs. Two projects keep it quick."""
+    store = fresh_emulator.store
+    vary_gpus_and_months(store)
+    projects = {(DEMO_USER, "vision"), ("acme-research", "shared")}
+    env = {
+        **dbt_pipeline,
+        "TAP_WANDB_BASE_URL": fresh_emulator.url,
+        "TAP_WANDB_PROJECTS": '["vision", "acme-research/shared"]',
+        "TARGET_POSTGRES_PORT": str(postgres),
+        "TARGET_POSTGRES_PASSWORD": "tap",  # dbt-postgres takes it too (meltano.yml)
+        "DBT_POSTGRES_PORT": str(postgres),
+    }
+    dsn = f"host=127.0.0.1 port={postgres} user=tap password=tap dbname=warehouse"
+
+    def query(sql: str) -> list[tuple]:
+        with psycopg.connect(dsn) as con:
+            return con.execute(sql).fetchall()
+
+    for turn in range(2):
+        if turn:
+            advance(store, seed=3)
+        result = meltano(env, "run", "tap-wandb-jsonb", "target-postgres", "dbt-postgres:build")
+        check_models(query, _runs(store, projects), build_log(result))
+    types = dict(
+        query(
+            "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns"
+            f" WHERE table_schema = '{SCHEMA}'"
+        )
+    )
+    assert types["run_metrics.value"] == "double precision"
+    assert types["runs_latest.tags"] == "ARRAY"
+    assert types["runs_latest.created_at"] == "timestamp without time zone"
+
+
+# -- a clean clone ----------------------------------------------------------------------------
+
+
+def test_documented_pipelines_on_a_clean_clone(meltano_env, emulator, tmp_path):  # noqa: F811
+    """What a clean clone holds (tracked and unignored files, no output/ made by scripts/setup),
+    with the plugins installed: the README's DuckDB pipeline runs with meltano.yml's own paths
+    (target-duckdb does not create its file's directory; target-jsonl and target-csv do)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    clone = tmp_path / "clone"
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, clone / name)
+    sys_dir = tmp_path / "meltano-sys"
+    sys_dir.mkdir()
+    for kind in ("extractors", "loaders", "utilities"):
+        (sys_dir / kind).symlink_to(REPO / ".meltano" / kind, target_is_directory=True)
+    env = {
+        **meltano_env,
+        "MELTANO_SYS_DIR_ROOT": str(sys_dir),
+        "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
+        "TAP_WANDB_API_KEY": DEMO_API_KEY,
+        "TAP_WANDB_BASE_URL": emulator.url,
+        "TAP_WANDB_PROJECTS": '["acme-research/shared"]',
+    }
+    assert not (clone / "output" / "warehouse.duckdb").exists()
+
+    meltano(env, "--cwd", str(clone), "run", "tap-wandb", "target-duckdb", "dbt-duckdb:build")
+    warehouse = clone / "output" / "warehouse.duckdb"
+    runs = {run.name for run in emulator.store.all_runs() if run.entity == "acme-research"}
+    query = duckdb_query(str(warehouse))
+    assert {row[0] for row in query(f"SELECT run_id FROM {SCHEMA}.runs_latest")} == runs
