@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import netrc
-import os
 import sys
 import typing as t
-from decimal import Decimal
 from functools import cached_property
-from urllib.parse import urlsplit
 
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
@@ -23,6 +18,13 @@ from tap_wandb import queries
 from tap_wandb.client import WandbAuthError, WandbClient, WandbError
 from tap_wandb.history import HistoryReader, Prefetcher
 from tap_wandb.output import SingerOutput
+from tap_wandb.settings import (
+    CHANGE_DETECTION_MODES,
+    HISTORY_MODES,
+    find_api_key,
+    parse_start_date,
+    settings_problems,
+)
 from tap_wandb.state import StateError
 from tap_wandb.streams import (
     ArtifactsStream,
@@ -36,9 +38,6 @@ from tap_wandb.streams import (
     SystemMetricsStream,
 )
 from tap_wandb.streams.projects import list_projects
-
-HISTORY_MODES = ("full", "sampled", "off")
-CHANGE_DETECTION_MODES = ("updated_at", "off")
 
 
 class TapWandb(Tap):
@@ -292,114 +291,6 @@ class TapWandb(Tap):
     @cached_property
     def _project_listings(self) -> dict[str, list[dict[str, t.Any]]]:
         return {}
-
-
-def parse_start_date(value: str) -> dt.datetime:
-    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def settings_problems(config: t.Mapping[str, t.Any]) -> list[str]:
-    """Every setting that would make the sync fail or misbehave, named, before any request."""
-    problems = []
-    base_url = config.get("base_url") or ""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        problems.append(
-            f"base_url must be an http(s) URL such as https://api.wandb.ai, got {base_url!r}"
-        )
-    if config.get("start_date"):
-        try:
-            parse_start_date(str(config["start_date"]))
-        except ValueError:
-            problems.append(
-                f"start_date must be an ISO 8601 date or time such as 2024-01-31 or "
-                f"2024-01-31T12:00:00Z, got {config['start_date']!r}"
-            )
-    filters = config.get("filters")
-    if isinstance(filters, str):
-        with contextlib.suppress(ValueError):
-            filters = json.loads(filters)
-    if filters is not None and not isinstance(filters, dict):
-        problems.append(
-            'filters must be a JSON object such as {"state": "finished"}, '
-            f"got {type(filters).__name__} {filters!r:.80}"
-        )
-    if config.get("change_detection", "updated_at") not in CHANGE_DETECTION_MODES:
-        problems.append(
-            f"change_detection must be one of {', '.join(CHANGE_DETECTION_MODES)}, "
-            f"got {config['change_detection']!r}"
-        )
-    checks = config.get("deleted_runs_check_hours")
-    if checks is not None and (
-        isinstance(checks, bool) or not isinstance(checks, int | float | Decimal) or checks < 0
-    ):
-        problems.append(f"deleted_runs_check_hours must be 0 or more, got {checks!r}")
-    if config.get("history_mode", "full") not in HISTORY_MODES:
-        problems.append(
-            f"history_mode must be one of {', '.join(HISTORY_MODES)}, "
-            f"got {config['history_mode']!r}"
-        )
-    for name in (
-        "page_size",
-        "history_samples",
-        "system_metrics_samples",
-        "history_window",
-        "history_concurrency",
-        "request_timeout",
-    ):
-        value = config.get(name)
-        # The SDK reads fractions from a config file as Decimal.
-        number = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
-        if value is not None and (not number or value <= 0):
-            shown = str(value) if isinstance(value, Decimal) else repr(value)
-            problems.append(f"{name} must be a positive number, got {shown}")
-    max_retries = config.get("max_retries")
-    if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
-        problems.append(f"max_retries must be 0 or more, got {max_retries!r}")
-    for name in ("projects", "history_keys"):
-        items = config.get(name)
-        if items is not None and (
-            not isinstance(items, list) or not all(isinstance(i, str) and i for i in items)
-        ):
-            problems.append(f"{name} must be a list of non-empty strings, got {items!r:.80}")
-    return problems
-
-
-def find_api_key(config: t.Mapping[str, t.Any], base_url: str) -> str:
-    """The API key: the api_key setting, else WANDB_API_KEY, else ~/.netrc (`wandb login`)."""
-    host = urlsplit(base_url).hostname or ""
-    found, source, netrc_problem = None, "", ""
-    if config.get("api_key"):
-        found, source = config["api_key"], "the api_key setting"
-    elif os.environ.get("WANDB_API_KEY"):
-        found, source = os.environ["WANDB_API_KEY"], "WANDB_API_KEY"
-    else:
-        try:
-            entry = netrc.netrc().authenticators(host)
-        except netrc.NetrcParseError as error:
-            # Its message may quote the file's tokens; only the permission ones are safe.
-            permissions = "permissive" in error.msg or "owner" in error.msg
-            netrc_problem = f"; ~/.netrc was not read: {error.msg if permissions else 'bad syntax'}"
-            entry = None
-        except OSError:
-            entry = None
-        if entry and entry[2]:
-            found, source = entry[2], f"the ~/.netrc entry for {host}"
-    if not found:
-        raise WandbAuthError(
-            f"No W&B API key found for {base_url}: set the api_key setting (TAP_WANDB_API_KEY), "
-            f"the WANDB_API_KEY environment variable, or run `wandb login` (a ~/.netrc entry "
-            f"for {host}){netrc_problem}."
-        )
-    key = found.strip()
-    if not (key.isascii() and key.isprintable()) or " " in key:
-        # Never echo it: say where it came from instead.
-        raise WandbAuthError(
-            f"The API key in {source} has characters no W&B key has (spaces, quotes or "
-            "non-ASCII letters); copy it again from your W&B settings."
-        )
-    return key
 
 
 if __name__ == "__main__":
