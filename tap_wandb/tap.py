@@ -173,11 +173,19 @@ class TapWandb(Tap):
             ConfigsStream(self),
             SummariesStream(self),
             HistoryStream(self),
-            # The SDK syncs streams in name order whatever the order here (load_streams
-            # sorts them): projects before runs, sweeps after runs and its children.
             ProjectsStream(self),
             SweepsStream(self),
         ]
+
+    @property
+    @override
+    def streams(self) -> dict[str, Stream]:
+        """The streams in the order they are synced: runs (with its children) first, then the
+        others by name. (The SDK orders them all by name, which would put projects first.) So
+        a bad key, project or server fails on the runs' first request, and the streams listed
+        whole each sync come after the runs."""
+        by_name = super().streams
+        return dict(sorted(by_name.items(), key=lambda item: item[0] != "runs"))
 
     @override
     def sync_all(self) -> None:

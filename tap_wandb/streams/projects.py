@@ -77,16 +77,19 @@ class ProjectsStream(WandbStream):
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         if not self.config.get("projects"):
             yield from map(project_record, self.wandb.project_listing(self.wandb.entity))
-            return
-        for entity, project in self.wandb.project_paths:
-            node = self._configured(entity, project)
-            if node is None:
-                self.logger.warning(
-                    "project %s/%s not found on %s; no projects record for it",
-                    entity, project, self.wandb.client.base_url,
-                )  # fmt: skip
-            else:
-                yield project_record(node)
+        else:
+            for entity, project in self.wandb.project_paths:
+                node = self._configured(entity, project)
+                if node is None:
+                    self.logger.warning(
+                        "project %s/%s not found on %s; no projects record for it",
+                        entity, project, self.wandb.client.base_url,
+                    )  # fmt: skip
+                else:
+                    yield project_record(node)
+        # Out now, not only at the end of sync_all: the SDK's dry runs (--test, its standard
+        # tests) sync streams without it.
+        self.wandb.message_writer.flush()
 
     def _configured(self, entity: str, project: str) -> dict[str, t.Any] | None:
         """A project the setting names: from its entity's list (read once), else looked up."""
