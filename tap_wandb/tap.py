@@ -32,7 +32,7 @@ from tap_wandb.streams import (
     SummariesStream,
     SweepsStream,
 )
-from tap_wandb.streams.projects import list_projects
+from tap_wandb.streams.projects import ProjectListing
 
 HISTORY_MODES = ("full", "sampled", "off")
 CHANGE_DETECTION_MODES = ("updated_at", "off")
@@ -275,18 +275,10 @@ class TapWandb(Tap):
             )
         return paths
 
-    def project_listing(self, entity: str) -> list[dict[str, t.Any]]:
-        """The entity's projects as W&B lists them, read once per sync; with the fields the
-        projects stream emits if it is selected."""
-        if entity not in self._project_listings:
-            self._project_listings[entity] = list_projects(
-                self.client, entity, details=self.streams["projects"].selected
-            )
-        return self._project_listings[entity]
-
     @cached_property
-    def _project_listings(self) -> dict[str, list[dict[str, t.Any]]]:
-        return {}
+    def project_listing(self) -> ProjectListing:
+        """Each entity's projects as W&B lists them, read once per sync."""
+        return ProjectListing(self.client, details=self.streams["projects"].selected)
 
 
 def parse_start_date(value: str) -> dt.datetime:
