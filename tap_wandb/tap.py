@@ -37,7 +37,7 @@ from tap_wandb.streams import (
     SweepsStream,
     SystemMetricsStream,
 )
-from tap_wandb.streams.projects import list_projects
+from tap_wandb.streams.projects import ProjectListing
 
 
 class TapWandb(Tap):
@@ -185,11 +185,19 @@ class TapWandb(Tap):
             ArtifactsStream(self),
             RunArtifactsStream(self),
             SystemMetricsStream(self),
-            # The SDK syncs streams in name order whatever the order here (load_streams
-            # sorts them): projects before runs, sweeps after runs and its children.
             ProjectsStream(self),
             SweepsStream(self),
         ]
+
+    @property
+    @override
+    def streams(self) -> dict[str, Stream]:
+        """The streams in the order they are synced: runs (with its children) first, then the
+        others by name. (The SDK orders them all by name, which would put projects first.) So
+        a bad key, project or server fails on the runs' first request, and the streams listed
+        whole each sync come after the runs."""
+        by_name = super().streams
+        return dict(sorted(by_name.items(), key=lambda item: item[0] != "runs"))
 
     @override
     def sync_all(self) -> None:
@@ -279,18 +287,10 @@ class TapWandb(Tap):
             )
         return paths
 
-    def project_listing(self, entity: str) -> list[dict[str, t.Any]]:
-        """The entity's projects as W&B lists them, read once per sync; with the fields the
-        projects stream emits if it is selected."""
-        if entity not in self._project_listings:
-            self._project_listings[entity] = list_projects(
-                self.client, entity, details=self.streams["projects"].selected
-            )
-        return self._project_listings[entity]
-
     @cached_property
-    def _project_listings(self) -> dict[str, list[dict[str, t.Any]]]:
-        return {}
+    def project_listing(self) -> ProjectListing:
+        """Each entity's projects as W&B lists them, read once per sync."""
+        return ProjectListing(self.client, details=self.streams["projects"].selected)
 
 
 if __name__ == "__main__":

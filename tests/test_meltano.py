@@ -36,6 +36,8 @@ INSTALL_STAMP = REPO / ".meltano" / ".install-stamp"  # scripts/demo keeps the s
 TABLES = ("runs", "configs", "summaries", "history")
 RUN_OBJECT_TABLES = ("artifacts", "run_artifacts", "system_metrics")
 SYSTEM_METRICS_SAMPLES = 500  # the tap's default
+# Listed whole each sync (upserted by key), so their counts stay those of the store.
+TOP_LEVEL_TABLES = ("projects", "sweeps")
 INTERNAL_CONFIG_KEYS = ("_wandb", "wandb_version")
 TERMINAL = ("finished", "failed", "crashed", "killed")
 
@@ -181,6 +183,17 @@ def run_object_counts(runs: list[Run]) -> dict[str, int]:
     }
 
 
+def expected_top_level(store: Store, projects: set[tuple[str, str]] | None = None) -> dict:
+    """projects and sweeps rows: each project a sync covers, and its sweeps."""
+    with store.lock:
+        covered = [
+            project
+            for key, project in store.projects.items()
+            if (key[0] == DEMO_USER if projects is None else key in projects)
+        ]
+        return {"projects": len(covered), "sweeps": sum(len(p.sweeps) for p in covered)}
+
+
 def snapshot(runs: list[Run]) -> dict[tuple[str, str, str], tuple[str, int]]:
     """(entity, project, run) -> (state, last step) before the data moves on."""
     return {
@@ -213,13 +226,15 @@ def expected_second_sync(before: dict, runs_now: list[Run]) -> dict[str, int]:
 # -- DuckDB -------------------------------------------------------------------------------
 
 
-def duckdb_counts(path: str, since: Any = None) -> dict[str, int]:
+def duckdb_counts(
+    path: str, since: Any = None, tables: tuple[str, ...] = (*TABLES, *RUN_OBJECT_TABLES)
+) -> dict[str, int]:
     with contextlib.closing(duckdb.connect(path, read_only=True)) as con:
         where = "" if since is None else " WHERE _sdc_batched_at > ?"
         params = [] if since is None else [since]
         return {
             table: con.execute(f"SELECT count(*) FROM wandb.{table}{where}", params).fetchone()[0]
-            for table in (*TABLES, *RUN_OBJECT_TABLES)
+            for table in tables
         }
 
 
@@ -240,6 +255,7 @@ def test_duckdb_full_demo_then_incremental(pipeline, fresh_emulator):
 
     log = meltano(env, "run", "tap-wandb", "target-duckdb").stderr
     assert duckdb_counts(path) == expected_counts(_runs(store))
+    assert duckdb_counts(path, tables=TOP_LEVEL_TABLES) == expected_top_level(store)
     # Progress a person can follow: runs per project, and the long run's history rows.
     assert re.search(r"acme/nlp\D+25 runs", log), log[-3000:]
     assert re.search(rf"{big.name}\D+50000 rows", log), log[-3000:]
@@ -252,6 +268,7 @@ def test_duckdb_full_demo_then_incremental(pipeline, fresh_emulator):
     assert second == expected_second_sync(before, _runs(store))
     assert 0 < second["history"] < 1000  # not the 50,000 rows again
     assert duckdb_counts(path) == expected_counts(_runs(store))
+    assert duckdb_counts(path, tables=TOP_LEVEL_TABLES) == expected_top_level(store)
 
     # Values: JSON text that DuckDB reads as JSON; an empty config key loaded as "<empty>".
     with contextlib.closing(duckdb.connect(path, read_only=True)) as con:
@@ -320,18 +337,21 @@ def test_postgres_typed_json_then_incremental(pipeline, fresh_emulator, postgres
     }
     dsn = f"host=127.0.0.1 port={postgres} user=tap password=tap dbname=warehouse"
 
-    def counts(con, since: int | None = None) -> dict[str, int]:
+    def counts(
+        con, since: int | None = None, tables: tuple[str, ...] = (*TABLES, *RUN_OBJECT_TABLES)
+    ) -> dict[str, int]:
         where = "" if since is None else " WHERE _sdc_sync_started_at > %s"
         return {
             table: con.execute(
                 f"SELECT count(*) FROM wandb.{table}{where}", [] if since is None else [since]
             ).fetchone()[0]
-            for table in (*TABLES, *RUN_OBJECT_TABLES)
+            for table in tables
         }
 
     meltano(env, "run", "tap-wandb-jsonb", "target-postgres")
     with psycopg.connect(dsn) as con:
         assert counts(con) == expected_counts(_runs(store, projects))
+        assert counts(con, tables=TOP_LEVEL_TABLES) == expected_top_level(store, projects)
         started = con.execute("SELECT max(_sdc_sync_started_at) FROM wandb.runs").fetchone()[0]
         types = dict(
             con.execute(
@@ -355,6 +375,7 @@ def test_postgres_typed_json_then_incremental(pipeline, fresh_emulator, postgres
     with psycopg.connect(dsn) as con:
         assert counts(con, since=started) == expected_second_sync(before, _runs(store, projects))
         assert counts(con) == expected_counts(_runs(store, projects))
+        assert counts(con, tables=TOP_LEVEL_TABLES) == expected_top_level(store, projects)
 
 
 # -- CSV and JSON Lines recipes -----------------------------------------------------------

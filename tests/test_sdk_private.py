@@ -29,7 +29,8 @@ def test_one_schema_message_per_stream(vision, capfd):
     runs = sum(1 for m in messages if m["type"] == "RECORD" and m["stream"] == "runs")
     assert runs > 5  # child streams were synced once per run
     schemas = Counter(m["stream"] for m in messages if m["type"] == "SCHEMA")
-    assert schemas == {"runs": 1, "configs": 1, "summaries": 1, "history": 1}
+    assert {"runs", "configs", "summaries", "history"} <= schemas.keys()
+    assert set(schemas.values()) == {1}, schemas  # other streams (projects, sweeps) once too
 
 
 def test_history_is_written_directly_when_nothing_would_change_it(vision, capfd):

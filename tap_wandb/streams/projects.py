@@ -39,20 +39,31 @@ PROJECT = dedent("""
 """)
 
 
-def list_projects(client: WandbClient, entity: str, *, details: bool) -> list[dict[str, t.Any]]:
-    """Every project node of ``entity``'s list, in W&B's order (one request per 100)."""
-    pages = client.pages(
-        queries.PROJECTS,
-        {"entity": entity, "first": PROJECTS_PAGE_SIZE, "details": details},
-        connection=lambda data: data.get("models"),
-        what=f"projects of entity {entity}",
-    )
-    return [
-        edge["node"]
-        for data in pages
-        for edge in (data.get("models") or {}).get("edges") or []
-        if edge.get("node")
-    ]
+class ProjectListing:
+    """Each entity's project list, read once per sync (one request per 100 projects) and kept:
+    the runs need it, and with ``details`` (the projects stream is selected) it also holds
+    everything that stream emits."""
+
+    def __init__(self, client: WandbClient, *, details: bool) -> None:
+        self.client, self.details = client, details
+        self._listed: dict[str, list[dict[str, t.Any]]] = {}
+
+    def __call__(self, entity: str) -> list[dict[str, t.Any]]:
+        """Every project node of ``entity``'s list, in W&B's order."""
+        if entity not in self._listed:
+            pages = self.client.pages(
+                queries.PROJECTS,
+                {"entity": entity, "first": PROJECTS_PAGE_SIZE, "details": self.details},
+                connection=lambda data: data.get("models"),
+                what=f"projects of entity {entity}",
+            )
+            self._listed[entity] = [
+                edge["node"]
+                for data in pages
+                for edge in (data.get("models") or {}).get("edges") or []
+                if edge.get("node")
+            ]
+        return self._listed[entity]
 
 
 class ProjectsStream(WandbStream):
@@ -77,16 +88,19 @@ class ProjectsStream(WandbStream):
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         if not self.config.get("projects"):
             yield from map(project_record, self.wandb.project_listing(self.wandb.entity))
-            return
-        for entity, project in self.wandb.project_paths:
-            node = self._configured(entity, project)
-            if node is None:
-                self.logger.warning(
-                    "project %s/%s not found on %s; no projects record for it",
-                    entity, project, self.wandb.client.base_url,
-                )  # fmt: skip
-            else:
-                yield project_record(node)
+        else:
+            for entity, project in self.wandb.project_paths:
+                node = self._configured(entity, project)
+                if node is None:
+                    self.logger.warning(
+                        "project %s/%s not found on %s; no projects record for it",
+                        entity, project, self.wandb.client.base_url,
+                    )  # fmt: skip
+                else:
+                    yield project_record(node)
+        # Out now, not only at the end of sync_all: the SDK's dry runs (--test, its standard
+        # tests) sync streams without it.
+        self.wandb.message_writer.flush()
 
     def _configured(self, entity: str, project: str) -> dict[str, t.Any] | None:
         """A project the setting names: from its entity's list (read once), else looked up."""

@@ -124,6 +124,7 @@ class SweepsStream(WandbStream):
             for edge in (found.get("sweeps") or {}).get("edges") or []:
                 if edge.get("node"):
                     yield sweep_record(edge["node"], entity, project, self.logger)
+        self.wandb.message_writer.flush()  # out with each project, as the runs are
 
 
 def sweep_record(
