@@ -10,6 +10,7 @@ import netrc
 import os
 import typing as t
 from decimal import Decimal
+from pathlib import Path, PurePath
 from urllib.parse import urlsplit
 
 from tap_wandb.client import WandbAuthError
@@ -31,6 +32,22 @@ AT_LEAST_ZERO = ("max_retries", "deleted_runs_check_hours")
 def parse_start_date(value: str) -> dt.datetime:
     parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def given_settings(config: t.Any, schema: dict[str, t.Any]) -> dict[str, t.Any]:
+    """The settings as given to the tap (a dict, or JSON files as the SDK reads them), over
+    their defaults, before the SDK's own schema check."""
+    given: dict[str, t.Any] = {
+        name: spec["default"] for name, spec in schema["properties"].items() if "default" in spec
+    }
+    files = [config] if isinstance(config, str | PurePath) else config
+    if isinstance(files, list):
+        for path in files:
+            with contextlib.suppress(OSError, ValueError):
+                given.update(json.loads(Path(path).read_text()))
+    elif isinstance(config, dict):
+        given.update(config)
+    return given
 
 
 def settings_problems(config: t.Mapping[str, t.Any]) -> list[str]:

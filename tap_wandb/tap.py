@@ -22,6 +22,7 @@ from tap_wandb.settings import (
     CHANGE_DETECTION_MODES,
     HISTORY_MODES,
     find_api_key,
+    given_settings,
     parse_start_date,
     settings_problems,
 )
@@ -170,10 +171,11 @@ class TapWandb(Tap):
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        # A bad setting gets its one-line message before the SDK's schema check would word it
+        # (settings given as a dict or JSON files); settings from the environment after it.
+        _refuse_bad_settings(given_settings(kwargs.get("config"), self.config_jsonschema))
         super().__init__(*args, **kwargs)
-        problems = settings_problems(self.config)
-        if problems:
-            raise ConfigValidationError("Invalid tap-wandb settings", errors=problems)
+        _refuse_bad_settings(self.config)
 
     @override
     def discover_streams(self) -> list[Stream]:
@@ -291,6 +293,12 @@ class TapWandb(Tap):
     def project_listing(self) -> ProjectListing:
         """Each entity's projects as W&B lists them, read once per sync."""
         return ProjectListing(self.client, details=self.streams["projects"].selected)
+
+
+def _refuse_bad_settings(config: t.Mapping[str, t.Any]) -> None:
+    problems = settings_problems(config)
+    if problems:
+        raise ConfigValidationError("Invalid tap-wandb settings", errors=problems)
 
 
 if __name__ == "__main__":

@@ -541,10 +541,13 @@ def test_failing_downloads_share_one_retry_budget(permanent):
 BAD_SETTINGS = {
     "start_date not a date": ({"start_date": "yesterday"}, "start_date must be an ISO 8601"),
     "start_date impossible": ({"start_date": "2024-02-30"}, "start_date must be an ISO 8601"),
-    "filters a list": ({"filters": ["finished"]}, "in config['filters']"),
+    "filters a list": ({"filters": ["finished"]}, "filters must be a JSON object"),
     "filters bad JSON text": ({"filters": '{"state": '}, "filters must be a JSON object"),
     "filters JSON list text": ({"filters": "[1, 2]"}, "filters must be a JSON object"),
-    "history_mode unknown": ({"history_mode": "everything"}, "in config['history_mode']"),
+    "history_mode unknown": (
+        {"history_mode": "everything"},
+        "history_mode must be one of full, sampled, off, got 'everything'",
+    ),
     "page_size zero": ({"page_size": 0}, "page_size must be a positive number, got 0"),
     "page_size negative": ({"page_size": -10}, "page_size must be a positive number, got -10"),
     "request_timeout zero": ({"request_timeout": 0}, "request_timeout must be a positive"),
