@@ -198,8 +198,9 @@ def prepare(store: Store) -> None:
 
 def delete_best_run(store: Store, objectives: dict[tuple, tuple[str, str]]) -> str:
     """Delete in W&B the best run of vision's swp0, one with history and GPU rows."""
-    name = best_runs(_runs(store), objectives)[(DEMO_USER, "vision", "swp0")]
-    run = next(run for run in _runs(store) if run.name == name)
+    vision = _runs(store, {(DEMO_USER, "vision")})
+    name = best_runs(vision, objectives)[(DEMO_USER, "vision", "swp0")]
+    run = next(run for run in vision if run.name == name)
     assert run.history and run.state in TERMINAL and run_gpus(run, run.events)[0] > 0
     store.delete_run(run)
     return name
