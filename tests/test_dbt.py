@@ -106,7 +106,7 @@ GPU_LOAD = re.compile(r"system\.gpu\.\d+\.gpu")
 def system_rows(url: str, runs: list[Run]) -> dict[str, list[dict[str, Any]] | None]:
     """run -> the system-metrics rows a sync loads: W&B's sample of an ended run's events (the
     official client's, where the sample is not all of them); None for a run still running."""
-    api = official_client(url)
+    api = None  # the client starts a service process: only when a sample needs it
     served: dict[str, list[dict[str, Any]] | None] = {}
     for run in runs:
         if run.state not in TERMINAL:
@@ -114,6 +114,7 @@ def system_rows(url: str, runs: list[Run]) -> dict[str, list[dict[str, Any]] | N
         elif len(run.events) <= SYSTEM_METRICS_SAMPLES:
             served[run.name] = run.events
         else:
+            api = api or official_client(url)
             served[run.name] = api.run(f"{run.entity}/{run.project}/{run.name}").history(
                 samples=SYSTEM_METRICS_SAMPLES, pandas=False, stream="system"
             )
