@@ -2,8 +2,9 @@
 and PostgreSQL, checked value by value against the emulator's data (and the official client).
 
 Expected values are computed here from the emulator's store, in Python, by the rules the
-README states (numeric history values, summary numbers, runtime times GPU count, the sweep's
-metric and goal); nothing is read back from the models to build an expectation.
+README states (numeric history values, summary numbers, runtime times the GPUs of the run's
+system-metrics events, the metric and goal of the sweep's YAML config); nothing is read back
+from the models to build an expectation. Each test deletes a run in W&B between two builds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import duckdb
 import psycopg
 import pytest
+import yaml
 from PIL import Image
 
 from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Run, Store, advance
@@ -30,6 +32,8 @@ from tests.conftest import official_client
 # meltano_env, pipeline and postgres are test_meltano's fixtures (hence F811 where taken).
 from tests.test_meltano import (  # noqa: F401
     REPO,
+    SYSTEM_METRICS_SAMPLES,
+    TERMINAL,
     _runs,
     meltano,
     meltano_env,
@@ -95,52 +99,112 @@ def runtime_seconds(run: Run) -> float:
     return runtime if is_number(runtime) else run.summary["_wandb"]["runtime"]
 
 
-def gpu_usage(runs: list[Run]) -> dict[tuple, tuple[float, float | None]]:
+GPU_KEY = re.compile(r"system\.gpu\.(\d+)\.")
+GPU_LOAD = re.compile(r"system\.gpu\.\d+\.gpu")
+
+
+def system_rows(url: str, runs: list[Run]) -> dict[str, list[dict[str, Any]] | None]:
+    """run -> the system-metrics rows a sync loads: W&B's sample of an ended run's events (the
+    official client's, where the sample is not all of them); None for a run still running."""
+    api = None  # the client starts a service process: only when a sample needs it
+    served: dict[str, list[dict[str, Any]] | None] = {}
+    for run in runs:
+        if run.state not in TERMINAL:
+            served[run.name] = None
+        elif len(run.events) <= SYSTEM_METRICS_SAMPLES:
+            served[run.name] = run.events
+        else:
+            api = api or official_client(url)
+            served[run.name] = api.run(f"{run.entity}/{run.project}/{run.name}").history(
+                samples=SYSTEM_METRICS_SAMPLES, pandas=False, stream="system"
+            )
+            assert len(served[run.name]) == SYSTEM_METRICS_SAMPLES
+    return served
+
+
+def run_gpus(run: Run, rows: list[dict[str, Any]] | None) -> tuple[int, list[float]]:
+    """(GPU count, utilisation values): from the run's system-metrics rows, or from its latest
+    sample (runs.system_metrics) when it has none."""
+    rows = rows or [run.system_metrics]
+    indices = {m[1] for row in rows for key in row if (m := GPU_KEY.match(key))}
+    loads = [v for row in rows for k, v in row.items() if GPU_LOAD.fullmatch(k) and is_number(v)]
+    return len(indices), loads
+
+
+def gpu_usage(
+    runs: list[Run], served: dict[str, list[dict[str, Any]] | None]
+) -> dict[tuple, tuple[float, float | None]]:
     """(entity, project, user, month) -> (GPU-hours, GPU-hour-weighted mean utilisation)."""
     hours: dict[tuple, float] = defaultdict(float)
     weighted: dict[tuple, float] = defaultdict(float)
     for run in runs:
         key = (run.entity, run.project, run.username, run.created_at.date().replace(day=1))
-        indices = {
-            k.split(".")[2] for k in run.system_metrics if re.match(r"system\.gpu\.\d+\.", k)
-        }
-        utilisation = [
-            v for k, v in run.system_metrics.items() if re.fullmatch(r"system\.gpu\.\d+\.gpu", k)
-        ]
-        gpu_seconds = runtime_seconds(run) * len(indices)
+        gpus, loads = run_gpus(run, served[run.name])
+        gpu_seconds = runtime_seconds(run) * gpus
         hours[key] += gpu_seconds / 3600
-        if utilisation:
-            weighted[key] += gpu_seconds * sum(utilisation) / len(utilisation) / 3600
+        if loads:
+            weighted[key] += gpu_seconds * sum(loads) / len(loads) / 3600
     return {key: (h, weighted[key] / h if h else None) for key, h in hours.items()}
 
 
-def best_runs(runs: list[Run], metric: str, goal: str) -> dict[tuple, str | None]:
-    """(entity, project, sweep) -> the run with the best summary value of `metric`."""
+def sweep_objectives(
+    store: Store, runs: list[Run], overrides: dict[str, dict[str, str]] | None = None
+) -> dict[tuple, tuple[str, str]]:
+    """(entity, project, sweep) -> (metric, goal): the `overrides` (the setting sweep_metrics)
+    entry, else the sweep's YAML config's `metric`, else loss/minimize (setting sweep_metric)."""
+    objectives = {}
+    for run in runs:
+        if not run.sweep_name:
+            continue
+        sweep = store.projects[(run.entity, run.project)].sweeps[run.sweep_name]
+        metric = (yaml.safe_load(sweep.config) or {}).get("metric") or {}
+        override = (overrides or {}).get(run.sweep_name)
+        if override:
+            metric = override
+        objective = (metric["name"], metric.get("goal", "minimize")) if metric else None
+        objectives[(run.entity, run.project, run.sweep_name)] = objective or ("loss", "minimize")
+    return objectives
+
+
+def best_runs(runs: list[Run], objectives: dict[tuple, tuple[str, str]]) -> dict[tuple, str | None]:
+    """(entity, project, sweep) -> the run with the best summary value of the sweep's metric."""
     sweeps: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         if run.sweep_name:
             sweeps[(run.entity, run.project, run.sweep_name)].append(run)
     best = {}
     for key, members in sweeps.items():
+        metric, goal = objectives[key]
         scored = [run for run in members if is_number(run.summary.get(metric))]
         pick = min if goal == "minimize" else max
         best[key] = pick(scored, key=lambda run: run.summary[metric]).name if scored else None
     return best
 
 
-def vary_gpus_and_months(store: Store) -> None:
-    """The demo's runs all hold one GPU at 80% and start in one month: give them 0 to 3 GPUs at
-    different loads (plus W&B's per-process duplicate keys), and move some to the next month."""
+def prepare(store: Store) -> None:
+    """The demo's runs all start in one month: move some to the next. Add W&B's per-process
+    duplicate GPU keys (not GPUs of their own) to the events, and drop the metric of vision's
+    sweep swp2 (a grid sweep needs none), which then ranks by the setting sweep_metric."""
     with store.lock:
         for index, run in enumerate(sorted(store.all_runs(), key=lambda r: r.seq)):
-            metrics: dict[str, Any] = {"system.cpu": 12.5}
-            for gpu in range(index % 4):
-                metrics[f"system.gpu.{gpu}.gpu"] = 40 + 7 * gpu + index % 5
-                metrics[f"system.gpu.{gpu}.memory"] = 30.0
-                metrics[f"system.gpu.process.{gpu}.gpu"] = 99
-            run.system_metrics = metrics
+            for row in run.events:
+                for key in [k for k in row if GPU_LOAD.fullmatch(k)]:
+                    row[key.replace("gpu.", "gpu.process.", 1)] = 99
             if index % 5 == 0:
                 run.created_at += dt.timedelta(days=31)
+        sweep = store.projects[(DEMO_USER, "vision")].sweeps["swp2"]
+        sweep.config = re.sub(r"metric:\n(  .*\n)+", "", sweep.config)
+        assert "metric" not in sweep.config
+
+
+def delete_best_run(store: Store, objectives: dict[tuple, tuple[str, str]]) -> str:
+    """Delete in W&B the best run of vision's swp0, one with history and GPU rows."""
+    vision = _runs(store, {(DEMO_USER, "vision")})
+    name = best_runs(vision, objectives)[(DEMO_USER, "vision", "swp0")]
+    run = next(run for run in vision if run.name == name)
+    assert run.history and run.state in TERMINAL and run_gpus(run, run.events)[0] > 0
+    store.delete_run(run)
+    return name
 
 
 # -- the models, read back --------------------------------------------------------------------
@@ -151,10 +215,14 @@ def rows(query, sql: str) -> list[tuple]:
 
 
 def check_models(
-    query, runs: list[Run], log: str, sweep_metrics: dict[str, dict[str, str]] | None = None
+    query,
+    runs: list[Run],
+    log: str,
+    objectives: dict[tuple, tuple[str, str]],
+    served: dict[str, list[dict[str, Any]] | None],
 ) -> None:
-    """Every model against the emulator's runs. `query(sql)` returns rows from the warehouse;
-    `sweep_metrics` the dbt var the build was given (the metric and goal per sweep name)."""
+    """Every model against the emulator's (live) runs. `query(sql)` returns rows from the
+    warehouse; `objectives` each sweep's metric and goal; `served` each run's system rows."""
     numeric, other = history_values(runs)
     got = rows(
         query, f"SELECT entity, project, run_id, step, metric, value FROM {SCHEMA}.run_metrics"
@@ -192,19 +260,16 @@ def check_models(
         "SELECT entity, project, sweep_name, metric, goal, rank, run_id, value"
         f" FROM {SCHEMA}.sweep_leaderboard ORDER BY entity, project, sweep_name, rank",
     )
-    objectives = defaultdict(lambda: ("loss", "minimize"))
-    for sweep, objective in (sweep_metrics or {}).items():
-        objectives[sweep] = (objective["name"], objective["goal"])
     assert len(leaderboard) == sum(1 for run in runs if run.sweep_name)
     by_sweep: dict[tuple, list] = defaultdict(list)
     for entity, project, sweep, metric, goal, rank, run_id, value in leaderboard:
-        assert (metric, goal) == objectives[sweep]
+        assert (metric, goal) == objectives[(entity, project, sweep)], sweep
         by_sweep[(entity, project, sweep)].append((rank, run_id, value))
     assert by_sweep.keys() == {(r.entity, r.project, r.sweep_name) for r in runs if r.sweep_name}
     decided = 0
     for (entity, project, sweep), ranked in by_sweep.items():
-        metric, goal = objectives[sweep]
-        best = best_runs(runs, metric, goal)[(entity, project, sweep)]
+        metric, goal = objectives[(entity, project, sweep)]
+        best = best_runs(runs, objectives)[(entity, project, sweep)]
         assert best is not None or ranked[0][2] is None
         if best is not None:
             assert ranked[0][1] == best, (sweep, metric, goal)
@@ -224,8 +289,11 @@ def check_models(
             f" FROM {SCHEMA}.gpu_usage",
         )
     }
-    expected = gpu_usage(runs)
+    expected = gpu_usage(runs, served)
     assert usage.keys() == expected.keys()
+    # Runs with 0 to 4 GPUs, counted from system_metrics rows and (running) latest samples.
+    assert {run_gpus(run, served[run.name])[0] for run in runs} >= {0, 1, 2}
+    assert any(served[run.name] is None and run_gpus(run, None)[0] for run in runs)
     assert len({key[3] for key in expected}) == 2  # two months
     for key, (hours, utilisation) in expected.items():
         assert math.isclose(usage[key][0], hours, rel_tol=1e-9, abs_tol=1e-12), key
@@ -258,14 +326,18 @@ def build_log(result: subprocess.CompletedProcess[str]) -> str:
 def test_duckdb_models_then_incremental_after_edits_and_resumed_runs(dbt_pipeline, fresh_emulator):
     """`meltano run tap-wandb target-duckdb dbt-duckdb:build`: every model's values against the
     emulator and the official client. Then a reloaded (edited) history row and a sync of
-    resumed and new runs: the second build processes only the rows loaded since the first."""
+    resumed, new and deleted runs: the second build processes only the rows loaded since the
+    first, and drops the deleted run's rows (its `runs` row deleted, its other rows kept)."""
     store = fresh_emulator.store
-    vary_gpus_and_months(store)
-    env = {**dbt_pipeline, "TAP_WANDB_BASE_URL": fresh_emulator.url}
+    prepare(store)
+    url = fresh_emulator.url
+    env = {**dbt_pipeline, "TAP_WANDB_BASE_URL": url, "TAP_WANDB_DELETED_RUNS_CHECK_HOURS": "0"}
     path = env["DBT_DUCKDB_PATH"]
     log = build_log(meltano(env, "run", "tap-wandb", "target-duckdb", "dbt-duckdb:build"))
     assert "Completed with 1 warning" in log, log[-3000:]
-    check_models(duckdb_query(path), _runs(store), log)
+    runs = _runs(store)
+    objectives = sweep_objectives(store, runs)
+    check_models(duckdb_query(path), runs, log, objectives, system_rows(url, runs))
 
     # The minimum loss of each run is what the official client's scan_history finds.
     api = official_client(fresh_emulator.url)
@@ -281,6 +353,8 @@ def test_duckdb_models_then_incremental_after_edits_and_resumed_runs(dbt_pipelin
         )
         losses = [row["loss"] for row in scanned if is_number(row["loss"])]
         assert lowest.get(run.name) == (min(losses) if losses else None), run.name
+
+    deleted = delete_best_run(store, objectives)
 
     # A row the loader writes again replaces its step's rows; rows not loaded again are not
     # processed again (a value changed in the model by hand stays as it is).
@@ -302,12 +376,19 @@ def test_duckdb_models_then_incremental_after_edits_and_resumed_runs(dbt_pipelin
     )
     running = [run.name for run in _runs(store) if run.state == "running"]
     advance(store, seed=3)
-    # A sweep's own metric and goal (until the sweeps stream exists): the setting sweep_metrics.
+    # The setting sweep_metrics overrides a sweep's own metric and goal.
     sweep_metrics = {"swp0": {"name": "acc", "goal": "maximize"}}
     env["DBT_SWEEP_METRICS"] = json.dumps(sweep_metrics)
     log = build_log(meltano(env, "run", "tap-wandb", "target-duckdb", "dbt-duckdb:build"))
 
     runs = _runs(store)
+    assert deleted not in {run.name for run in runs}
+    # hard_delete removed the run's row; its history and system rows stay in the raw tables.
+    assert [
+        duckdb_query(path)(f"SELECT count(*) FROM wandb.{table} WHERE run_id = ?", [deleted])[0][0]
+        > 0
+        for table in ("runs", "history", "system_metrics")
+    ] == [False, True, True]
     resumed = {run.name: run for run in runs if run.name in running}
     assert any(run.state == "finished" for run in resumed.values())  # resumed runs that ended
     for row in edited.history:
@@ -320,7 +401,8 @@ def test_duckdb_models_then_incremental_after_edits_and_resumed_runs(dbt_pipelin
         f"UPDATE {tampered[0]}".replace("WHERE", "SET value = ? WHERE"),
         [untouched.history[0]["_runtime"], *tampered[1]],
     )
-    check_models(query, runs, log, sweep_metrics)
+    objectives = sweep_objectives(store, runs, sweep_metrics)
+    check_models(query, runs, log, objectives, system_rows(url, runs))
 
     # The demo's pictures, drawn from these models.
     pictures = subprocess.run(
@@ -339,9 +421,10 @@ def test_duckdb_models_then_incremental_after_edits_and_resumed_runs(dbt_pipelin
 
 def test_postgres_models_then_incremental(dbt_pipeline, fresh_emulator, postgres):  # noqa: F811
     """`meltano run tap-wandb-jsonb target-postgres dbt-postgres:build` into a real PostgreSQL:
-    the same models, the same values; then resumed and new runs. Two projects keep it quick."""
+    the same models, the same values; then resumed, new and deleted runs (the deleted run's row
+    kept, flagged with _sdc_deleted_at). Two projects keep it quick."""
     store = fresh_emulator.store
-    vary_gpus_and_months(store)
+    prepare(store)
     projects = {(DEMO_USER, "vision"), ("acme-research", "shared")}
     env = {
         **dbt_pipeline,
@@ -350,6 +433,7 @@ def test_postgres_models_then_incremental(dbt_pipeline, fresh_emulator, postgres
         "TARGET_POSTGRES_PORT": str(postgres),
         "TARGET_POSTGRES_PASSWORD": "tap",  # dbt-postgres takes it too (meltano.yml)
         "DBT_POSTGRES_PORT": str(postgres),
+        "TAP_WANDB_DELETED_RUNS_CHECK_HOURS": "0",
     }
     dsn = f"host=127.0.0.1 port={postgres} user=tap password=tap dbname=warehouse"
 
@@ -357,11 +441,18 @@ def test_postgres_models_then_incremental(dbt_pipeline, fresh_emulator, postgres
         with psycopg.connect(dsn) as con:
             return con.execute(sql).fetchall()
 
-    for turn in range(2):
-        if turn:
-            advance(store, seed=3)
+    def build_and_check() -> None:
         result = meltano(env, "run", "tap-wandb-jsonb", "target-postgres", "dbt-postgres:build")
-        check_models(query, _runs(store, projects), build_log(result))
+        runs = _runs(store, projects)
+        served = system_rows(fresh_emulator.url, runs)
+        check_models(query, runs, build_log(result), sweep_objectives(store, runs), served)
+
+    build_and_check()
+    advance(store, seed=3)
+    deleted = delete_best_run(store, sweep_objectives(store, _runs(store, projects)))
+    build_and_check()
+    flagged = f"SELECT count(*) FROM wandb.runs WHERE run_id = '{deleted}'"
+    assert query(flagged + " AND _sdc_deleted_at IS NOT NULL") == [(1,)]
     types = dict(
         query(
             "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns"

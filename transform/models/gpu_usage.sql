@@ -1,6 +1,7 @@
 -- GPU-hours and mean GPU utilisation per project, user and month (of the run's start):
 -- runtime × GPU count, and the utilisation weighted by each run's GPU-hours. GPUs per run
--- come from macro run_gpus; a run's whole runtime counts in the month it started.
+-- come from macro run_gpus (its system_metrics rows, else its latest sample); a run's whole
+-- runtime counts in the month it started.
 with runs as (
   select
     runs.entity,

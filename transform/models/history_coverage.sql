@@ -7,6 +7,7 @@
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key=['entity', 'project', 'run_id', 'step'],
+    post_hook="{{ drop_rows_of_deleted_runs() }}",
   )
 }}
 

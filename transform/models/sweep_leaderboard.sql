@@ -1,5 +1,6 @@
--- The runs of each sweep, best first by the sweep's metric and goal (macro sweep_objectives),
--- with the run's summary value of that metric and its config. Runs without a value rank last.
+-- The runs of each sweep, best first by the sweep's metric and goal (its config's, or the
+-- settings'; macro sweep_objectives), with the run's summary value of that metric and its
+-- config. Runs without a value rank last.
 with objectives as (
   {{ sweep_objectives() }}
 ),
