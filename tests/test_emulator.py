@@ -795,10 +795,10 @@ def test_command_serves_and_stops_on_sigterm(tmp_path) -> None:
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # it builds the demo data first (a loaded CI)
         while not url_file.exists():
             assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no URL file after 30 s"
+            assert time.monotonic() < deadline, "no URL file after 90 s"
             time.sleep(0.05)
         url = url_file.read_text()
         assert url.startswith("http://127.0.0.1:")
