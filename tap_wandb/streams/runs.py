@@ -365,9 +365,10 @@ class SummariesStream(RunChildStream):
 
 
 def fingerprint(node: dict[str, t.Any]) -> str:
-    """A short digest of what W&B said of a run (its updatedAt and what its child streams
-    read left out): equal fingerprints, nothing of the run to sync again. The second half
-    sums up its history alone, so that a resumed run is told from an edited one."""
+    """A short digest of what W&B said of a run (its updatedAt, system-metrics sample and
+    the details of its artifact versions left out): equal fingerprints, nothing of the run to
+    sync again. The second half sums up its history alone, so that a resumed run is told from
+    an edited one."""
     history = {key: node.get(key) for key in HISTORY_FIELDS}
     left_out = {*HISTORY_FIELDS, *RUN_CHILD_FIELDS, "updatedAt"}
     rest = {key: value for key, value in node.items() if key not in left_out}
