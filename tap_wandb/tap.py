@@ -130,7 +130,7 @@ class TapWandb(Tap):
         ),
         th.Property(
             "deleted_runs_check_hours",
-            th.NumberType(minimum=0),
+            th.IntegerType(minimum=0),
             default=24,
             description="Hours between checks for runs deleted in W&B (one request per 500 "
             "runs); each deleted run gets a `runs` record with `_sdc_deleted_at` set. "

@@ -16,7 +16,9 @@ from tap_wandb.streams.projects import project_record
 from tests.conftest import official_client
 from tests.tap_runner import discover, finite, numbers_equal, run_tap, select_streams
 
-RUN_STREAMS = {"runs", "configs", "summaries", "history"}
+RUN_STREAMS = {
+    "runs", "configs", "summaries", "history", "artifacts", "run_artifacts", "system_metrics",
+}  # fmt: skip
 PROJECT_KEY = ("entity", "project")
 SWEEP_KEY = ("entity", "project", "sweep_id")
 # Requests by the fields they read (see _requests).
