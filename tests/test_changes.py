@@ -187,14 +187,15 @@ def test_an_edit_landing_while_a_sync_lists_runs_is_in_the_next_sync(fresh_emula
                  key=lambda r: r.created_at)  # fmt: skip
 
     def edit_after_first_page() -> None:
+        # Page 2 asked for: page 1 (with the target) has been answered, and page 3 (with the
+        # latest run) will be read only once page 2 has been (1.5 s from now).
         deadline = time.monotonic() + 60
-        while fresh_emulator.stats()["total"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(2)  # the first page has been answered
+        while fresh_emulator.stats()["total"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
         with store.lock:
             target.notes = "edited mid-sync"
             store.touch(target)
-        time.sleep(1.1)  # a later change, on a page not read yet: it moves the window
+        time.sleep(0.2)  # a later change, on a page not read yet: it moves the window
         with store.lock:
             latest.notes = "edited later"
             store.touch(latest)
