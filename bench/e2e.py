@@ -151,7 +151,7 @@ def measure(dataset: Dataset, chosen: list[Pipeline], base_env: dict[str, str],
         for _ in range(repeat):
             for pipe in chosen:
                 tap = tap_alone(env, str(config), work)
-                assert tap.rows == dataset.expected_rows, (tap.rows, dataset)
+                assert tap.rows == dataset.expected_rows, (tap.rows, dataset.expected)
                 taps.append(tap)
                 pipe.baselines.append(tap)
                 pipe.results.append(land(pipe, env, dataset, pg, work, len(taps)))

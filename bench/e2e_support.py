@@ -13,20 +13,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import psycopg
 
-from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Store, bench_store, demo_store
+from tap_wandb.emulator import DEMO_API_KEY
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 MELTANO = REPO / ".tools" / "meltano" / "bin" / "meltano"
 INSTALL_STAMP = REPO / ".meltano" / ".install-stamp"  # the tests and scripts/demo keep it too
 TABLES = ("runs", "configs", "summaries", "history")
-INTERNAL_CONFIG_KEYS = ("_wandb", "wandb_version")
 
 
 @dataclass
@@ -42,34 +41,21 @@ class Run:
 @dataclass
 class Dataset:
     label: str
-    store: Store
     serve: list[str]  # command serving it; the emulator writes its URL to the last argument
+    expected: dict[str, int]  # rows per table
+    spots: list[tuple[str, str, int, dict]]  # (project, run, step, history row)
     projects: list[str] | None = None
-    expected: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def demo(cls) -> Dataset:
-        store = demo_store()  # what `python -m tap_wandb.emulator` serves by default
         command = [sys.executable, "-m", "tap_wandb.emulator", "--port", "0", "--url-file"]
-        return cls("demo entity", store, command)
+        return cls("demo entity", command, *_expected([]))
 
     @classmethod
     def history(cls, runs: int, steps: int) -> Dataset:
-        store = bench_store(runs, steps, exported_share=0.8)  # as bench/serve.py builds it
         command = [sys.executable, str(HERE / "serve.py"), str(runs), str(steps), "0.8"]
-        return cls(f"history, {runs} runs x {steps:,} steps", store, command, ["bench"])
-
-    def __post_init__(self) -> None:
-        runs = [run for run in self.store.all_runs() if run.entity == DEMO_USER]
-        if self.projects:
-            runs = [run for run in runs if run.project in self.projects]
-        self.runs = runs
-        self.expected = {
-            "runs": len(runs),
-            "configs": sum(len(set(run.config) - set(INTERNAL_CONFIG_KEYS)) for run in runs),
-            "summaries": sum(len(run.summary) for run in runs),
-            "history": sum(len(run.history) for run in runs),
-        }
+        label = f"history, {runs} runs x {steps:,} steps"
+        return cls(label, command, *_expected([runs, steps]), projects=["bench"])
 
     @property
     def expected_rows(self) -> int:
@@ -81,15 +67,37 @@ class Dataset:
             env["TAP_WANDB_PROJECTS"] = json.dumps(self.projects)
         return env
 
-    def spot_rows(self) -> Iterator[tuple[str, str, int, dict]]:
-        """(project, run, step, row): first, middle and last rows of three runs."""
-        with_history = [run for run in self.runs if run.history]
-        for run in (with_history[0], with_history[len(with_history) // 2], with_history[-1]):
-            for row in (run.history[0], run.history[len(run.history) // 2], run.history[-1]):
-                yield run.project, run.name, row["_step"], row
 
-    def __repr__(self) -> str:
-        return f"Dataset({self.label!r}, expected={self.expected})"
+def _expected(bench: list[int]) -> tuple[dict[str, int], list]:
+    """Rows per table and spot history rows (first, middle, last of three runs) of the data the
+    emulator serves. Worked out in a child process, so that this one stays small: a process
+    started from it would otherwise report this one's memory as its own peak RSS."""
+    output = subprocess.run(
+        [sys.executable, "-c", _EXPECTED, *map(str, bench)],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    expected, spots = json.loads(output)
+    return expected, [tuple(spot) for spot in spots]
+
+
+_EXPECTED = """
+import json, sys
+from tap_wandb.emulator import DEMO_USER, bench_store, demo_store
+if sys.argv[1:]:  # runs, steps: what bench/serve.py serves
+    store = bench_store(int(sys.argv[1]), int(sys.argv[2]), exported_share=0.8)
+else:  # what `python -m tap_wandb.emulator` serves; the tap reads the key's entity
+    store = demo_store()
+runs = [r for r in store.all_runs() if r.entity == DEMO_USER]
+internal = {"_wandb", "wandb_version"}
+expected = {"runs": len(runs), "configs": sum(len(set(r.config) - internal) for r in runs),
+            "summaries": sum(len(r.summary) for r in runs),
+            "history": sum(len(r.history) for r in runs)}
+logged = [r for r in runs if r.history]
+spots = [(r.project, r.name, row["_step"], row)
+         for r in (logged[0], logged[len(logged) // 2], logged[-1])
+         for row in (r.history[0], r.history[len(r.history) // 2], r.history[-1])]
+print(json.dumps([expected, spots]))
+"""
 
 
 @contextlib.contextmanager
@@ -235,7 +243,7 @@ def check_landed(loader: str, env: dict[str, str], dataset: Dataset, pg: Postgre
             con.execute(f"DROP SCHEMA {schema} CASCADE")
     if counts != dataset.expected:
         raise AssertionError(f"{loader} landed {counts}, the emulator holds {dataset.expected}")
-    for (_, run, step, row), metrics in zip(dataset.spot_rows(), found, strict=True):
+    for (_, run, step, row), metrics in zip(dataset.spots, found, strict=True):
         want = {key: value for key, value in row.items() if key != "_step"}
         if (
             metrics is None
@@ -249,7 +257,7 @@ def check_landed(loader: str, env: dict[str, str], dataset: Dataset, pg: Postgre
 def _read_back(con, schema: str, spot: str, dataset: Dataset) -> tuple[dict[str, int], list]:
     counts = {t: con.execute(f"SELECT count(*) FROM {schema}.{t}").fetchone()[0] for t in TABLES}
     found = []
-    for project, run, step, _ in dataset.spot_rows():
+    for project, run, step, _ in dataset.spots:
         row = con.execute(spot, [project, run, step]).fetchone()
         found.append(row[0] if row else None)
     return counts, found
