@@ -3,11 +3,13 @@
     .venv/bin/python bench/e2e.py [--quick] [--repeat N] [--every] [--results bench/RESULTS.md]
 
 Two datasets from the emulator (each in its own process): the demo entity, and a history-heavy
-project (50 runs x 10,000 steps). For each, every pipeline of meltano.yml that loads a
-warehouse (DuckDB, PostgreSQL) runs as users run it, and also piped tap | loader without
-Meltano, and with the loader settings this project shipped before; the tap alone writing the
-same records to a file is the baseline, run alternately with them. Every landed table is checked
-against the emulator's data (row counts, spot values) before a figure is printed.
+project (50 runs x 10,000 steps). For each, the pipelines of meltano.yml that load a warehouse
+(DuckDB, PostgreSQL) run as users run them; on the demo also piped tap | loader without Meltano
+and with the loader settings this project shipped before (on the history project only the
+DuckDB pipe, unless --every). The tap alone writing the same records to a file is the baseline,
+run right before each pipeline run. Every landed table is checked against the emulator's data
+(row counts, spot history values) before a figure is printed. A throwaway PostgreSQL server
+(.ci/postgres.sh) is started and stopped here.
 """
 
 from __future__ import annotations
