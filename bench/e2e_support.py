@@ -180,19 +180,40 @@ def install_plugins(env: dict[str, str]) -> None:
         INSTALL_STAMP.write_text(want)
 
 
-def _finish(process: subprocess.Popen, started: float) -> tuple[float, float, float]:
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - started, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+# Runs a command as its child and writes its exit code and peak RSS (KB) to a file. A process
+# forked from this benchmark (duckdb, psycopg and the emulator imported) would report this one's
+# memory as its own peak; one forked from this small launcher reports its own.
+_LAUNCH = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    json.dump([os.waitstatus_to_exitcode(status), usage.ru_maxrss], out)
+"""
+
+
+def _start(command: list[str], report: Path, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _LAUNCH, str(report), *command], **popen)
+
+
+def _finish(process: subprocess.Popen, report: Path) -> tuple[float, float]:
+    """Waits; returns CPU seconds (the command's and its children's) and peak RSS in MB."""
+    _, _, usage = os.wait4(process.pid, 0)
+    process.returncode, rss_kb = json.loads(report.read_text())
+    return usage.ru_utime + usage.ru_stime, rss_kb / 1024
 
 
 def run_process(command: list[str], env: dict[str, str], stdout=None, cwd=None) -> Run:
-    """Run a command to completion (its log kept for an error); peak RSS is that of the
-    largest process in its tree (the kernel reports the maximum over reaped children)."""
-    with tempfile.TemporaryFile() as log:
+    """Run a command to completion (its log kept for an error). For `meltano run`, the peak RSS
+    is that of the largest process in its tree (the kernel reports the largest reaped child)."""
+    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp, "log"), "w+b") as log:
         started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=stdout or log, stderr=log)
-        seconds, cpu, rss = _finish(process, started)
+        process = _start(command, Path(tmp, "rusage"), env=env, cwd=cwd, stdout=stdout or log,
+                         stderr=log)  # fmt: skip
+        cpu, rss = _finish(process, Path(tmp, "rusage"))
+        seconds = time.perf_counter() - started
         if process.returncode != 0:
             log.seek(0)
             tail = log.read()[-4000:].decode(errors="replace")
@@ -203,14 +224,16 @@ def run_process(command: list[str], env: dict[str, str], stdout=None, cwd=None) 
 
 def run_pipe(tap: list[str], loader: list[str], env: dict[str, str]) -> Run:
     """tap | loader, as a shell pipe would run them, without Meltano."""
-    with tempfile.TemporaryFile() as log:
+    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp, "log"), "w+b") as log:
+        reports = Path(tmp, "tap-rusage"), Path(tmp, "loader-rusage")
         started = time.perf_counter()
-        first = subprocess.Popen(tap, env=env, stdout=subprocess.PIPE, stderr=log)
-        second = subprocess.Popen(loader, env=env, stdin=first.stdout,
-                                  stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+        first = _start(tap, reports[0], env=env, stdout=subprocess.PIPE, stderr=log)
+        second = _start(loader, reports[1], env=env, stdin=first.stdout,
+                        stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
         first.stdout.close()
-        _, tap_cpu, tap_rss = _finish(first, started)
-        seconds, loader_cpu, loader_rss = _finish(second, started)
+        tap_cpu, tap_rss = _finish(first, reports[0])
+        loader_cpu, loader_rss = _finish(second, reports[1])
+        seconds = time.perf_counter() - started
         if first.returncode or second.returncode:
             log.seek(0)
             raise RuntimeError(f"pipe failed:\n{log.read()[-4000:].decode(errors='replace')}")
