@@ -26,6 +26,7 @@ sys.path.insert(0, str(HERE.parent))
 from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, bench_store  # noqa: E402
 
 PROJECT = f"{DEMO_USER}/bench"
+E2E_SECTION = "\n## End to end"
 
 
 @contextmanager
@@ -253,7 +254,10 @@ def main() -> None:
             f"{' (--quick)' if args.quick else ''}.\n\n"
             "| measure | tap-wandb | baseline | ratio | target |\n|---|---:|---:|---:|---:|\n"
         )
-        Path(args.results).write_text(header + "\n".join(lines) + "\n")
+        results = Path(args.results)
+        # bench/e2e.py keeps its own section in the same file.
+        kept = results.read_text().partition(E2E_SECTION)[1:] if results.exists() else ()
+        results.write_text(header + "\n".join(lines) + "\n" + "".join(kept))
 
 
 if __name__ == "__main__":
