@@ -91,11 +91,7 @@ class RunsState:
     ) -> dict[str, t.Any]:
         """The W&B run filter for this sync: the user's, from start_date, and only runs that
         are new since the bookmark, still unfinished, or (``changes``) changed since."""
-        clauses: list[dict[str, t.Any]] = []
-        if user_filters:
-            clauses.append(user_filters)
-        if start_date:
-            clauses.append({"createdAt": {"$gte": wandb_filter_time(start_date)}})
+        clauses = _user_clauses(user_filters, start_date)
         if self.created_bookmark:
             alternatives = [{"createdAt": {"$gte": _filter_time(self.created_bookmark)}}]
             if changes and self.updated_since:
@@ -103,9 +99,7 @@ class RunsState:
             if self.unfinished:
                 alternatives.append({"name": {"$in": sorted(self.unfinished)}})
             clauses.append(alternatives[0] if len(alternatives) == 1 else {"$or": alternatives})
-        if len(clauses) > 1:
-            return {"$and": clauses}
-        return clauses[0] if clauses else {}
+        return _all_of(clauses)
 
     def need(self, record: dict[str, t.Any], fingerprint: str, *, changes: bool) -> Need:
         """What a listed run needs; ``fingerprint`` sums up what W&B said of it."""
@@ -125,7 +119,7 @@ class RunsState:
             return Need.FIRST_SYNC
         if not changes or self.recent.get(run_id) == fingerprint:
             return Need.NOTHING
-        if updated_at is not None and self.updated_since and updated_at < self.updated_since:
+        if self._unchanged_since_window(updated_at):
             return Need.NOTHING  # listed for another reason (or the server ignored the filter)
         return Need.CHANGED
 
@@ -135,13 +129,15 @@ class RunsState:
         updatedAt filter lists every run)."""
         updated_at, created_at = record.get("updated_at"), record["created_at"]
         return bool(
-            updated_at
-            and self.updated_since
-            and updated_at < self.updated_since
+            self._unchanged_since_window(updated_at)
             and created_at
             and self.created_bookmark
             and created_at < self.created_bookmark
         )
+
+    def _unchanged_since_window(self, updated_at: str | None) -> bool:
+        """Whether W&B last changed a run before the change window this sync lists."""
+        return bool(updated_at and self.updated_since and updated_at < self.updated_since)
 
     def history_from(self, run_id: str) -> int:
         """The first history step still to read: after the last one emitted while the run was
@@ -273,6 +269,32 @@ class RunsState:
             partition["sketch"] = self.sketch.to_text()
         if self.deletions_checked_at is not None:
             partition["deletions_checked_at"] = self.deletions_checked_at
+
+
+def user_run_filter(
+    user_filters: dict[str, t.Any], start_date: dt.datetime | None
+) -> dict[str, t.Any]:
+    """The W&B run filter of every run the settings select: the user's filter, from
+    start_date (what a sync lists before the bookmark narrows it)."""
+    return _all_of(_user_clauses(user_filters, start_date))
+
+
+def _user_clauses(
+    user_filters: dict[str, t.Any], start_date: dt.datetime | None
+) -> list[dict[str, t.Any]]:
+    clauses: list[dict[str, t.Any]] = []
+    if user_filters:
+        clauses.append(user_filters)
+    if start_date:
+        clauses.append({"createdAt": {"$gte": wandb_filter_time(start_date)}})
+    return clauses
+
+
+def _all_of(clauses: list[dict[str, t.Any]]) -> dict[str, t.Any]:
+    """A filter that every clause must match (one flat ``$and``)."""
+    if len(clauses) > 1:
+        return {"$and": clauses}
+    return clauses[0] if clauses else {}
 
 
 def history_part(fingerprint: str) -> str:

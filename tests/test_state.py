@@ -8,7 +8,7 @@ import pytest
 
 from tap_wandb.history import FROM_LIVE_ROWS
 from tap_wandb.sketch import RunIdSketch
-from tap_wandb.state import Need, RunsState, StateError
+from tap_wandb.state import Need, RunsState, StateError, user_run_filter
 
 T1, T2, T3 = "2024-03-01T10:00:00+00:00", "2024-03-01T10:00:05+00:00", "2024-03-01T11:00:00+00:00"
 LATER = "2024-03-02T09:00:00+00:00"
@@ -106,6 +106,16 @@ def test_server_filter_combines_user_filter_start_date_bookmarks_and_unfinished_
     plain = RunsState({"created_bookmark": T1, "state_version": 2, "updated_since": T3})
     assert plain.server_filter({}, None, changes=False) == {
         "createdAt": {"$gte": "2024-03-01T10:00:00"}
+    }
+
+
+def test_user_run_filter_is_the_user_filter_from_start_date_whatever_the_bookmark():
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    assert user_run_filter({}, None) == {}
+    assert user_run_filter({"state": "finished"}, None) == {"state": "finished"}
+    assert user_run_filter({}, start) == {"createdAt": {"$gte": "2024-01-01T00:00:00"}}
+    assert user_run_filter({"state": "finished"}, start) == {
+        "$and": [{"state": "finished"}, {"createdAt": {"$gte": "2024-01-01T00:00:00"}}]
     }
 
 

@@ -19,7 +19,7 @@ from singer_sdk import typing as th
 from typing_extensions import override
 
 from tap_wandb.client import WandbGraphQLError, WandbResponseError, dumps_filters
-from tap_wandb.state import Need, RunsState
+from tap_wandb.state import Need, RunsState, user_run_filter
 from tap_wandb.streams.base import ANY_JSON, BLOB, RUN_KEY, RunChildStream, WandbStream
 from tap_wandb.streams.run_documents import (
     ARTIFACTS_PAGE_SIZE,
@@ -215,9 +215,7 @@ class RunsStream(WandbStream):
                    "_sdc_deleted_at": now.isoformat(timespec="seconds")}  # fmt: skip
 
     def _run_ids(self, entity: str, project: str) -> t.Iterator[str]:
-        filters = RunsState({}).server_filter(
-            self.wandb.run_filters, self.wandb.start_date, changes=False
-        )
+        filters = user_run_filter(self.wandb.run_filters, self.wandb.start_date)
         for data in self.wandb.client.pages(
             RUN_IDS,
             {
