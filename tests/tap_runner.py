@@ -13,12 +13,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Emulator
+
 STREAM_KEYS = {
     "runs": ("entity", "project", "run_id"),
     "configs": ("entity", "project", "run_id", "key"),
     "summaries": ("entity", "project", "run_id", "key"),
     "history": ("entity", "project", "run_id", "step"),
 }
+
+# The demo projects with runs: every one with artifacts and system metrics too.
+DEMO_PROJECTS = ("vision", "nlp", "acme-research/shared")
+
+
+def demo_projects_config(emulator: Emulator, **extra: Any) -> dict[str, Any]:
+    """Settings that read every demo project with runs, history off (for the streams beside
+    it); ``extra`` settings added or overridden."""
+    return {
+        "api_key": DEMO_API_KEY,
+        "base_url": emulator.url,
+        "entity": DEMO_USER,
+        "projects": list(DEMO_PROJECTS),
+        "history_mode": "off",
+        **extra,
+    }
 
 
 def _reject_constant(token: str) -> Any:

@@ -16,9 +16,16 @@ from tap_wandb.emulator.artifacts import use_artifact
 from tap_wandb.streams.run_documents import RUN_CHILD_FIELDS, RUNS, RUNS_WITHOUT_UPDATED_AT
 from tap_wandb.streams.runs import fingerprint
 from tests.conftest import official_client
-from tests.tap_runner import discover, finite, numbers_equal, run_tap, select_streams
+from tests.tap_runner import (
+    DEMO_PROJECTS,
+    demo_projects_config,
+    discover,
+    finite,
+    numbers_equal,
+    run_tap,
+    select_streams,
+)
 
-PROJECTS = ["vision", "nlp", "acme-research/shared"]  # every project with artifacts
 RUN_STREAMS = {"runs", "configs", "summaries", "history"}
 OBJECT_STREAMS = {"artifacts", "run_artifacts", "system_metrics"}
 KEYS = {
@@ -28,22 +35,10 @@ KEYS = {
 }
 
 
-def _config(emulator: Emulator, **extra) -> dict:
-    return {
-        "api_key": DEMO_API_KEY,
-        "base_url": emulator.url,
-        "entity": DEMO_USER,
-        "projects": PROJECTS,
-        "history_mode": "off",
-        "page_size": 10,
-        **extra,
-    }
-
-
 @pytest.fixture(scope="module")
 def catalog(emulator):
     """The tap's catalog; ``select_streams`` selects streams in a copy."""
-    return discover(_config(emulator))
+    return discover(demo_projects_config(emulator, page_size=10))
 
 
 def _selecting(catalog: dict, streams: set[str]) -> dict:
@@ -62,7 +57,7 @@ def _utc(text: str) -> dt.datetime:
 @pytest.fixture(scope="module")
 def sync(emulator):
     emulator.reset_stats()
-    run = run_tap(_config(emulator))
+    run = run_tap(demo_projects_config(emulator, page_size=10))
     return run, emulator.stats(), list(emulator.log)
 
 
@@ -71,7 +66,7 @@ def oracle(emulator):
     """{(run entity, project, run id): (logged, used)} as the official client lists them."""
     api = official_client(emulator.url)
     found = {}
-    for path in PROJECTS:
+    for path in DEMO_PROJECTS:
         entity, _, project = path.rpartition("/")
         for run in api.runs(f"{entity or DEMO_USER}/{project}", per_page=50):
             key = (run.entity, run.project, run.id)
@@ -174,7 +169,8 @@ def test_artifacts_cost_one_request_per_extra_page_of_a_run(sync):
 def test_deselected_streams_cost_no_request_and_no_field(emulator, catalog):
     """Runs streams alone: the runs pages ask for neither artifacts nor system metrics, and
     W&B's reply has no such field; each new stream alone asks for its own only."""
-    config = _config(emulator, projects=["nlp"])  # with the 120 versions of one run
+    # nlp: with the 120 versions of one run
+    config = demo_projects_config(emulator, page_size=10, projects=["nlp"])
     for selected, artifacts, system in (
         (RUN_STREAMS, False, False),
         ({"artifacts"}, True, False),
@@ -234,7 +230,7 @@ def _merged(*syncs) -> dict[str, dict[tuple, dict]]:
 
 def test_second_sync_emits_only_unfinished_runs_then_new_lineage_appears(fresh_emulator):
     store = fresh_emulator.store
-    config = _config(fresh_emulator)
+    config = demo_projects_config(fresh_emulator, page_size=10)
     first = run_tap(config)
     unfinished = {r["run_id"] for r in first.records("runs") if r["state"] == "running"}
     second = run_tap(config, state=first.final_state)
@@ -265,7 +261,7 @@ def store_run(store, name: str):
 
 def test_a_finished_run_that_uses_an_artifact_later_is_synced_with_its_new_lineage(fresh_emulator):
     store = fresh_emulator.store
-    config = _config(fresh_emulator, projects=["vision"])
+    config = demo_projects_config(fresh_emulator, page_size=10, projects=["vision"])
     first = run_tap(config)
     finished = sorted(
         (r for r in store.project(DEMO_USER, "vision").runs.values() if r.state == "finished"),

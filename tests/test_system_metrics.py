@@ -9,23 +9,11 @@ import re
 
 import pytest
 
-from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Emulator, finish_run, resume_run
+from tap_wandb.emulator import DEMO_USER, Emulator, finish_run, resume_run
 from tests.conftest import official_client
-from tests.tap_runner import finite, numbers_equal, run_tap
+from tests.tap_runner import DEMO_PROJECTS, demo_projects_config, finite, numbers_equal, run_tap
 
-PROJECTS = ["vision", "nlp", "acme-research/shared"]
 TERMINAL = ("finished", "failed", "crashed", "killed")
-
-
-def _config(emulator: Emulator, **extra) -> dict:
-    return {
-        "api_key": DEMO_API_KEY,
-        "base_url": emulator.url,
-        "entity": DEMO_USER,
-        "projects": PROJECTS,
-        "history_mode": "off",
-        **extra,
-    }
 
 
 def _by_run(records: list[dict]) -> dict[tuple, list[dict]]:
@@ -54,11 +42,11 @@ def _assert_rows_equal(records: list[dict], rows: list[dict], where: str) -> Non
 
 @pytest.mark.parametrize("samples", [500, 3])
 def test_system_metrics_of_ended_runs_match_the_official_client(emulator, demo_data, samples):
-    run = run_tap(_config(emulator, system_metrics_samples=samples))
+    run = run_tap(demo_projects_config(emulator, system_metrics_samples=samples))
     got = _by_run(run.records("system_metrics"))
     api = official_client(emulator.url)
     compared = 0
-    for path in PROJECTS:
+    for path in DEMO_PROJECTS:
         entity, _, project = path.rpartition("/")
         for client_run in api.runs(f"{entity or DEMO_USER}/{project}", per_page=50):
             key = (client_run.entity, client_run.project, client_run.id)
@@ -72,7 +60,7 @@ def test_system_metrics_of_ended_runs_match_the_official_client(emulator, demo_d
     if samples == 500:
         assert compared == 155  # the demo's ended runs have few rows each
         with_rows = [r for r in demo_data.all_runs() if r.state in TERMINAL and r.events]
-        assert len(got) == len(with_rows) == 32  # PROJECTS are every project with runs
+        assert len(got) == len(with_rows) == 32  # DEMO_PROJECTS are every project with runs
     else:
         assert max(len(records) for records in got.values()) == 3
 
@@ -82,7 +70,7 @@ def test_a_run_gets_its_system_metrics_once_it_has_ended(fresh_emulator):
     W&B's sample of 500 (or all 1,909, NaN readings as null, with 2,000 samples), and nothing
     again for the runs synced before."""
     store = fresh_emulator.store
-    config = _config(fresh_emulator, projects=["nlp"])
+    config = demo_projects_config(fresh_emulator, projects=["nlp"])
     first = run_tap(config)
     long = max(store.project(DEMO_USER, "nlp").runs.values(), key=lambda r: len(r.events))
     assert long.state == "running" and len(long.events) == 1909
@@ -109,7 +97,7 @@ def _has_events(store, run_id: str) -> bool:
 
 def test_a_resumed_run_gets_them_again_when_it_ends_and_an_edit_does_not(fresh_emulator):
     store = fresh_emulator.store
-    config = _config(fresh_emulator, projects=["vision"])
+    config = demo_projects_config(fresh_emulator, projects=["vision"])
     first = run_tap(config)
     synced = _by_run(first.records("system_metrics"))
     resumed, edited = sorted(key[2] for key in synced)[:2]
