@@ -12,8 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
-from tap_wandb.emulator.api import history_keys, parquet_files, warm_history
 from tap_wandb.emulator.generator import DEMO_API_KEY, DEMO_USER, bench_store, demo_store
+from tap_wandb.emulator.run_history import history_keys, parquet_files, warm_history
 from tap_wandb.emulator.server import Emulator
 
 

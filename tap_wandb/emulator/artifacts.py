@@ -139,7 +139,7 @@ class CollectionNode:
         return self.collection.name
 
     def project(self, info):
-        from tap_wandb.emulator.api import ProjectNode  # api imports this module
+        from tap_wandb.emulator.resolvers import ProjectNode  # resolvers imports this module
 
         found = info.context["store"].project(self.collection.entity, self.collection.project)
         return ProjectNode(found) if found else None

@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-from tap_wandb.emulator import api, writes
+from tap_wandb.emulator import api, run_history, writes
 from tap_wandb.emulator.store import Store
 
 UNAUTHORIZED = {"errors": [{"message": "user is not logged in"}]}
@@ -378,7 +378,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(403, b"invalid signature", "text/plain")
         entity, project, name, index = match.groups()
         run = emulator.store.run(entity, project, name)
-        files = api.parquet_files(run) if run else []
+        files = run_history.parquet_files(run) if run else []
         if int(index) >= len(files):
             return self._send(404, b"no such export", "text/plain")
         data = files[int(index)]

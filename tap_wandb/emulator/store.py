@@ -1,7 +1,8 @@
 """The emulator's data: entities, projects, runs and their history, plus W&B's run filters.
 
-Everything here is plain Python data. The GraphQL layer (``api.py``) turns it into W&B's wire
-encodings (JSON strings, naive UTC timestamps, parquet files).
+Everything here is plain Python data. The GraphQL layer (``api.py``, ``resolvers.py``,
+``run_history.py``) turns it into W&B's wire encodings (JSON strings, naive UTC timestamps,
+parquet files).
 """
 
 from __future__ import annotations

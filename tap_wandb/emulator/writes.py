@@ -64,7 +64,7 @@ class Writes:
     """Mutation resolvers, mixed into the API's root value."""
 
     def upsertBucket(self, info, input: dict[str, Any]) -> dict[str, Any]:
-        from tap_wandb.emulator.api import RunNode  # api imports this module
+        from tap_wandb.emulator.resolvers import RunNode  # resolvers imports this module
 
         store: Store = info.context["store"]
         run = run_by_storage_id(store, input.get("id"))
