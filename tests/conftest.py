@@ -1,8 +1,10 @@
-"""Shared fixtures: the W&B emulator on an ephemeral loopback port, and the official client."""
+"""Shared fixtures: the W&B emulator on an ephemeral loopback port, the official client, and
+the demo run the emulator tests read most."""
 
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import shutil
 import tempfile
@@ -11,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Emulator, Store, demo_store
+from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Emulator, Run, Store, demo_store
+from tests.emulator_support import runs_of
 
 # Before the changes below, for tools that need the user's own caches (uv's, for one).
 ORIGINAL_ENVIRON = dict(os.environ)
@@ -73,3 +76,21 @@ def official_client(url: str, timeout: int = 60):
     return wandb.Api(
         api_key=DEMO_API_KEY, overrides={"base_url": url, "entity": DEMO_USER}, timeout=timeout
     )
+
+
+@pytest.fixture(scope="module")
+def client(emulator: Emulator):
+    return official_client(emulator.url)
+
+
+@pytest.fixture(scope="module")
+def normal_run(demo_data) -> Run:
+    """The vision run with the longest history: NaN, gaps, sparse keys and media in it."""
+    run = max(runs_of(demo_data, DEMO_USER, "vision"), key=lambda r: len(r.history))
+    values = [value for row in run.history for value in row.values()]
+    steps = [row["_step"] for row in run.history]
+    assert any(isinstance(v, float) and math.isnan(v) for v in values)
+    assert any(isinstance(v, dict) for v in values)
+    assert steps[-1] + 1 > len(steps)  # gaps in _step
+    assert run.exported_before_step == 0
+    return run

@@ -22,7 +22,7 @@ from tap_wandb.emulator import DEMO_USER, advance, demo_store
 from tap_wandb.emulator.artifacts import Artifact
 from tap_wandb.emulator.store import Run, Store
 from tests.conftest import official_client
-from tests.test_emulator import assert_same, post
+from tests.emulator_support import assert_same, post
 
 DEMO_TEAM = "acme-research"
 WANDB_TIME = "%Y-%m-%dT%H:%M:%S"
@@ -40,11 +40,6 @@ query P($entity: String!, $project: String!, $run: String!, $after: String) {
   }
 }
 """
-
-
-@pytest.fixture(scope="module")
-def client(emulator):
-    return official_client(emulator.url)
 
 
 def _time(value: dt.datetime | None) -> str | None:
