@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, Emulator, Run, Store, demo_store
-from tests.emulator_support import runs_of
+from tests.emulator_support import Clock, runs_of
 
 # Before the changes below, for tools that need the user's own caches (uv's, for one).
 ORIGINAL_ENVIRON = dict(os.environ)
@@ -94,3 +94,10 @@ def normal_run(demo_data) -> Run:
     assert steps[-1] + 1 > len(steps)  # gaps in _step
     assert run.exported_before_step == 0
     return run
+
+
+@pytest.fixture
+def clock(fresh_emulator: Emulator) -> Clock:
+    """The fresh emulator's clock, replaced by one the test moves."""
+    fresh_emulator.store.clock = clock = Clock()
+    return clock

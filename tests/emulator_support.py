@@ -3,6 +3,7 @@ difference, and the runs of the store (the expectations are computed from them).
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any
 
@@ -65,3 +66,18 @@ def runs_of(store, entity: str, project: str) -> list[Run]:
 def find_run(store, project: str, display_name: str) -> Run:
     (run,) = [r for r in runs_of(store, DEMO_USER, project) if r.display_name == display_name]
     return run
+
+
+class Clock:
+    """The emulator's clock, moved only by the test: each change lands in a later minute."""
+
+    def __init__(self) -> None:
+        self.time = dt.datetime(2030, 1, 1, 12, 0, 0)
+
+    def __call__(self) -> dt.datetime:
+        return self.time
+
+    def tick(self) -> str:
+        """Move on a minute; the new time as W&B writes it."""
+        self.time += dt.timedelta(minutes=1)
+        return self.time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -4,7 +4,6 @@ client, as W&B's "update past runs" guide teaches, or through the emulator's res
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import threading
 import time
@@ -25,25 +24,6 @@ from tests.conftest import official_client
 from tests.tap_runner import STREAM_KEYS, run_tap
 
 PATH = f"{DEMO_USER}/vision"
-
-
-class Clock:
-    """The emulator's clock, moved by the test: each change lands in a later minute."""
-
-    def __init__(self) -> None:
-        self.time = dt.datetime(2030, 1, 1, 12, 0, 0)
-
-    def __call__(self) -> dt.datetime:
-        return self.time
-
-    def tick(self) -> None:
-        self.time += dt.timedelta(minutes=1)
-
-
-@pytest.fixture
-def clock(fresh_emulator: Emulator) -> Clock:
-    fresh_emulator.store.clock = clock = Clock()
-    return clock
 
 
 def _config(emulator: Emulator, **extra) -> dict:

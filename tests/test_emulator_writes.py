@@ -27,26 +27,6 @@ UPDATED = (
 )
 
 
-class Clock:
-    """A clock that moves only when told to, one minute at a time."""
-
-    def __init__(self) -> None:
-        self.time = dt.datetime(2030, 1, 1, 12, 0, 0)
-
-    def __call__(self) -> dt.datetime:
-        return self.time
-
-    def tick(self) -> str:
-        self.time += dt.timedelta(minutes=1)
-        return self.time.strftime("%Y-%m-%dT%H:%M:%S")
-
-
-@pytest.fixture
-def clock(fresh_emulator: Emulator) -> Clock:
-    fresh_emulator.store.clock = clock = Clock()
-    return clock
-
-
 def graphql(url: str, query: str, **variables: Any) -> dict[str, Any]:
     response = requests.post(
         f"{url}/graphql",
