@@ -36,11 +36,6 @@ def default_sync(emulator):
 
 
 @pytest.fixture(scope="module")
-def client(emulator):
-    return official_client(emulator.url)
-
-
-@pytest.fixture(scope="module")
 def catalog(emulator):
     return discover({"api_key": DEMO_API_KEY, "base_url": emulator.url, "entity": DEMO_USER})
 
