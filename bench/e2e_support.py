@@ -169,11 +169,12 @@ def meltano_env(tmp: Path, pg: PostgresServer) -> dict[str, str]:
 
 
 def install_plugins(env: dict[str, str]) -> None:
-    """`meltano install` when meltano.yml or pyproject.toml changed (as the tests do)."""
+    """`meltano install` when meltano.yml or a pyproject.toml changed (as the tests do)."""
     import hashlib
 
+    names = ("meltano.yml", "pyproject.toml", "loader/pyproject.toml")
     want = "".join(f"{hashlib.sha256((REPO / name).read_bytes()).hexdigest()}  {name}\n"
-                   for name in ("meltano.yml", "pyproject.toml"))  # fmt: skip
+                   for name in names)  # fmt: skip
     if not INSTALL_STAMP.exists() or INSTALL_STAMP.read_text() != want:
         subprocess.run([str(MELTANO), "install"], cwd=REPO, env={**env, "MELTANO_SYS_DIR_ROOT":
                        str(REPO / ".meltano")}, check=True, capture_output=True)  # fmt: skip
