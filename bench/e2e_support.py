@@ -53,7 +53,8 @@ class Dataset:
 
     @classmethod
     def history(cls, runs: int, steps: int) -> Dataset:
-        command = [sys.executable, str(HERE / "serve.py"), str(runs), str(steps), "0.8"]
+        command = [sys.executable, "-m", "tap_wandb.emulator", "--port", "0", "--bench",
+                   f"{runs}x{steps}", "--exported-share", "0.8", "--url-file"]  # fmt: skip
         label = f"history, {runs} runs x {steps:,} steps"
         return cls(label, command, *_expected([runs, steps]), projects=["bench"])
 
@@ -83,7 +84,7 @@ def _expected(bench: list[int]) -> tuple[dict[str, int], list]:
 _EXPECTED = """
 import json, sys
 from tap_wandb.emulator import DEMO_USER, bench_store, demo_store
-if sys.argv[1:]:  # runs, steps: what bench/serve.py serves
+if sys.argv[1:]:  # runs, steps: what `python -m tap_wandb.emulator --bench` serves
     store = bench_store(int(sys.argv[1]), int(sys.argv[2]), exported_share=0.8)
 else:  # what `python -m tap_wandb.emulator` serves; the tap reads the key's entity
     store = demo_store()
@@ -254,8 +255,9 @@ def check_landed(loader: str, env: dict[str, str], dataset: Dataset, pg: Postgre
     """Every table's row count equals the emulator's, and spot history rows hold the logged
     values; then the tables are dropped. Returns the rows landed."""
     spot = "SELECT metrics FROM {}.history WHERE project = {p} AND run_id = {p} AND step = {p}"
-    if loader == "target-duckdb":
-        path = env["TARGET_DUCKDB_PATH"]
+    if loader in ("target-duckdb", "target-wandb-duckdb"):
+        path = env["TARGET_WANDB_DUCKDB_PATH" if loader == "target-wandb-duckdb" else
+                   "TARGET_DUCKDB_PATH"]  # fmt: skip
         with contextlib.closing(duckdb.connect(path, read_only=True)) as con:
             counts, found = _read_back(con, "wandb", spot.format("wandb", p="?"), dataset)
         os.unlink(path)
