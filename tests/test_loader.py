@@ -221,6 +221,11 @@ def test_the_last_state_is_emitted_at_the_end_even_without_records(tmp_path):
     assert loaded(tmp_path / "..", state({"only": True})) == [{"only": True}]
 
 
+def test_a_stream_without_records_gets_its_table(tmp_path):
+    loaded(tmp_path, HISTORY, state({"n": 1}))
+    assert query(tmp_path, "SELECT count(*) FROM wandb.history") == [(0,)]
+
+
 def test_streams_without_keys_are_appended(tmp_path):
     events = schema("events", {"what": {"type": ["string", "null"]}}, [])
     loaded(tmp_path, events, record("events", {"what": "x"}), record("events", {"what": "x"}),

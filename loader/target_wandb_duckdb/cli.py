@@ -55,6 +55,7 @@ class Loader:
         self.work = Path(tempfile.mkdtemp(prefix="target-wandb-duckdb-"))
         self.tables: dict[str, Table] = {}
         self.schemas: dict[str, bytes] = {}  # stream -> its last SCHEMA message's schema + keys
+        self.new_tables: list[Table] = []  # tables of SCHEMA messages not yet handed to a load
         self.open: dict[str, tuple[Batch, BinaryIO]] = {}
         self.rows = 0  # records in the open batches
         self.cuts = 0
@@ -148,6 +149,7 @@ class Loader:
         if stream in self.open:  # rows read under the previous schema load with it
             self._cut()
         self.tables[stream] = table
+        self.new_tables.append(table)
         self.schemas[stream] = described
 
     def _start(self, stream: str, number: int) -> tuple[Batch, BinaryIO]:
@@ -171,15 +173,19 @@ class Loader:
         self.rows = 0
         self.cuts += 1
         state, self.state = self.state, None
-        if not batches and state is None:
+        tables, self.new_tables = self.new_tables, []
+        if not batches and not tables and state is None:
             return
         self._wait()
-        self.pending = self.background.submit(self._load, batches, state, self.cuts)
+        self.pending = self.background.submit(self._load, tables, batches, state, self.cuts)
 
-    def _load(self, batches: list[Batch], state: bytes | None, cut: int) -> None:
+    def _load(
+        self, tables: list[Table], batches: list[Batch], state: bytes | None, cut: int
+    ) -> None:
         started = time.perf_counter()
+        if tables or batches:
+            landed = self.warehouse.load(tables, batches)
         if batches:
-            landed = self.warehouse.load(batches)
             read = sum(b.rows for b in batches)
             summary = ", ".join(f"{name} {rows}" for name, rows in landed.items())
             log(f"batch {cut}: {read} records committed in {time.perf_counter() - started:.1f} s "

@@ -108,14 +108,18 @@ class Warehouse:
         connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
         return cls(connection, schema, hard_delete)
 
-    def load(self, batches: list[Batch]) -> dict[str, int]:
-        """Every batch in one transaction: the batch's keys deleted from its table, then the
-        last row per key inserted (tombstones left out if hard_delete). Rows landed per table."""
+    def load(self, tables: list[Table], batches: list[Batch]) -> dict[str, int]:
+        """In one transaction: the tables created or given new columns (as target-duckdb, a
+        stream's table exists once its SCHEMA came, records or not), then for every batch its
+        keys deleted from its table and the last row per key inserted (tombstones left out if
+        hard_delete). Rows written per table."""
         con = self.connection
         batched_at = datetime.now(UTC).replace(tzinfo=None)
         landed = {}
         con.execute("BEGIN TRANSACTION")
         try:
+            for table in tables:
+                self._prepare(table)
             for batch in batches:
                 self._prepare(batch.table)
                 landed[batch.table.name] = self._upsert(batch, batched_at)
