@@ -54,7 +54,7 @@ def dbt_pipeline(pipeline, tmp_path) -> dict[str, str]:  # noqa: F811
     )
     return {
         **pipeline,
-        "DBT_DUCKDB_PATH": pipeline["TARGET_DUCKDB_PATH"],
+        "DBT_DUCKDB_PATH": pipeline["TARGET_WANDB_DUCKDB_PATH"],
         "DBT_TARGET_PATH": str(tmp_path / "dbt-target"),
         "DBT_LOG_PATH": str(tmp_path / "dbt-logs"),
     }
@@ -324,8 +324,8 @@ def build_log(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_duckdb_models_then_incremental_after_edits_and_resumed_runs(dbt_pipeline, fresh_emulator):
-    """`meltano run tap-wandb target-duckdb dbt-duckdb:build`: every model's values against the
-    emulator and the official client. Then a reloaded (edited) history row and a sync of
+    """`meltano run tap-wandb target-wandb-duckdb dbt-duckdb:build`: every model's values against
+    the emulator and the official client. Then a reloaded (edited) history row and a sync of
     resumed, new and deleted runs: the second build processes only the rows loaded since the
     first, and drops the deleted run's rows (its `runs` row deleted, its other rows kept)."""
     store = fresh_emulator.store
@@ -333,7 +333,7 @@ def test_duckdb_models_then_incremental_after_edits_and_resumed_runs(dbt_pipelin
     url = fresh_emulator.url
     env = {**dbt_pipeline, "TAP_WANDB_BASE_URL": url, "TAP_WANDB_DELETED_RUNS_CHECK_HOURS": "0"}
     path = env["DBT_DUCKDB_PATH"]
-    log = build_log(meltano(env, "run", "tap-wandb", "target-duckdb", "dbt-duckdb:build"))
+    log = build_log(meltano(env, "run", "tap-wandb", "target-wandb-duckdb", "dbt-duckdb:build"))
     assert "Completed with 1 warning" in log, log[-3000:]
     runs = _runs(store)
     objectives = sweep_objectives(store, runs)
@@ -365,7 +365,7 @@ def test_duckdb_models_then_incremental_after_edits_and_resumed_runs(dbt_pipelin
         path,
         'UPDATE wandb.history SET metrics = json_merge_patch(metrics, \'{"loss": "n/a"}\'),'
         " _sdc_batched_at = ? WHERE run_id = ? AND step = ?",
-        [dt.datetime.now(), edited.name, step],  # the loader's clock: naive local time
+        [dt.datetime.now(dt.UTC).replace(tzinfo=None), edited.name, step],  # the loader's clock
     )
     tampered = (
         f"{SCHEMA}.run_metrics WHERE run_id = ? AND step = 0 AND metric = '_runtime'",
@@ -379,7 +379,7 @@ def test_duckdb_models_then_incremental_after_edits_and_resumed_runs(dbt_pipelin
     # The setting sweep_metrics overrides a sweep's own metric and goal.
     sweep_metrics = {"swp0": {"name": "acc", "goal": "maximize"}}
     env["DBT_SWEEP_METRICS"] = json.dumps(sweep_metrics)
-    log = build_log(meltano(env, "run", "tap-wandb", "target-duckdb", "dbt-duckdb:build"))
+    log = build_log(meltano(env, "run", "tap-wandb", "target-wandb-duckdb", "dbt-duckdb:build"))
 
     runs = _runs(store)
     assert deleted not in {run.name for run in runs}
@@ -470,7 +470,7 @@ def test_postgres_models_then_incremental(dbt_pipeline, fresh_emulator, postgres
 def test_documented_pipelines_on_a_clean_clone(meltano_env, emulator, tmp_path):  # noqa: F811
     """What a clean clone holds (tracked and unignored files, no output/ made by scripts/setup),
     with the plugins installed: the README's DuckDB pipeline runs with meltano.yml's own paths
-    (target-duckdb does not create its file's directory; target-jsonl and target-csv do)."""
+    (output/ is not in the clone: the loaders create their directories)."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO, capture_output=True, check=True,
@@ -494,7 +494,7 @@ def test_documented_pipelines_on_a_clean_clone(meltano_env, emulator, tmp_path):
     }
     assert not (clone / "output" / "warehouse.duckdb").exists()
 
-    meltano(env, "--cwd", str(clone), "run", "tap-wandb", "target-duckdb", "dbt-duckdb:build")
+    meltano(env, "--cwd", str(clone), "run", "tap-wandb", "target-wandb-duckdb", "dbt-duckdb:build")
     warehouse = clone / "output" / "warehouse.duckdb"
     runs = {run.name for run in emulator.store.all_runs() if run.entity == "acme-research"}
     query = duckdb_query(str(warehouse))

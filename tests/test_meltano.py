@@ -1,7 +1,7 @@
 """End-to-end Meltano pipelines with the shipped meltano.yml, against the emulator.
 
 Every pipeline runs ``meltano run`` in the repository (plugins installed once into .meltano/,
-reinstalled only when meltano.yml or pyproject.toml change) with its own Meltano system
+reinstalled only when meltano.yml or a pyproject.toml changes) with its own Meltano system
 directory, state database, warehouse files and log directories, so runs never share state.
 Expected row counts are computed from the emulator's store, not from what the tap emitted.
 """
@@ -46,10 +46,11 @@ TERMINAL = ("finished", "failed", "crashed", "killed")
 
 
 def _install_stamp() -> str:
-    """What `sha256sum meltano.yml pyproject.toml` prints (the demo compares the same text)."""
+    """What `sha256sum meltano.yml pyproject.toml loader/pyproject.toml` prints (the demo
+    compares the same text)."""
     lines = [
         f"{hashlib.sha256((REPO / name).read_bytes()).hexdigest()}  {name}"
-        for name in ("meltano.yml", "pyproject.toml")
+        for name in ("meltano.yml", "pyproject.toml", "loader/pyproject.toml")
     ]
     return "\n".join(lines) + "\n"
 
@@ -137,7 +138,7 @@ def pipeline(meltano_env, tmp_path) -> dict[str, str]:
         **meltano_env,
         "MELTANO_SYS_DIR_ROOT": str(private_sys_dir(tmp_path / "meltano-sys")),
         "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
-        "TARGET_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+        "TARGET_WANDB_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
         "TARGET_CSV_OUTPUT_PATH": str(tmp_path / "csv"),
         "TARGET_JSONL_DESTINATION_PATH": str(tmp_path / "jsonl"),
         "TAP_WANDB_API_KEY": DEMO_API_KEY,
@@ -249,11 +250,11 @@ def test_duckdb_full_demo_then_incremental(pipeline, fresh_emulator):
     moves on, a second run loads only new runs, unfinished runs and new history."""
     store = fresh_emulator.store
     env = {**pipeline, "TAP_WANDB_BASE_URL": fresh_emulator.url}
-    path = env["TARGET_DUCKDB_PATH"]
+    path = env["TARGET_WANDB_DUCKDB_PATH"]
     big = max(store.all_runs(), key=lambda run: len(run.history))
     assert len(big.history) == 50_000
 
-    log = meltano(env, "run", "tap-wandb", "target-duckdb").stderr
+    log = meltano(env, "run", "tap-wandb", "target-wandb-duckdb").stderr
     assert duckdb_counts(path) == expected_counts(_runs(store))
     assert duckdb_counts(path, tables=TOP_LEVEL_TABLES) == expected_top_level(store)
     # Progress a person can follow: runs per project, and the long run's history rows.
@@ -263,7 +264,7 @@ def test_duckdb_full_demo_then_incremental(pipeline, fresh_emulator):
     before = snapshot(_runs(store))
     cutoff = duckdb_last_batch(path)
     advance(store, seed=3)
-    meltano(env, "run", "tap-wandb", "target-duckdb")
+    meltano(env, "run", "tap-wandb", "target-wandb-duckdb")
     second = duckdb_counts(path, since=cutoff)
     assert second == expected_second_sync(before, _runs(store))
     assert 0 < second["history"] < 1000  # not the 50,000 rows again
@@ -279,9 +280,11 @@ def test_duckdb_full_demo_then_incremental(pipeline, fresh_emulator):
         assert seed == big.config["seed"]["value"]
         empty = con.execute("SELECT count(*) FROM wandb.configs WHERE key = '<empty>'").fetchone()
         assert empty[0] == sum(1 for run in _runs(store) if "" in run.config)
-        # target-duckdb loads other empty strings as NULL (as the README says).
-        assert any(run.notes == "" for run in _runs(store))
-        assert con.execute("SELECT count(*) FROM wandb.runs WHERE notes = ''").fetchone()[0] == 0
+        # Other empty strings stay empty (target-duckdb, the alternative, makes them NULL).
+        empty_notes = sum(1 for run in _runs(store) if run.notes == "")
+        assert empty_notes > 0
+        found = con.execute("SELECT count(*) FROM wandb.runs WHERE notes = ''").fetchone()[0]
+        assert found == empty_notes
         f1 = con.execute(
             "SELECT (value::JSON->'eval'->>'f1')::DOUBLE FROM wandb.summaries "
             "WHERE key = 'nested' AND run_id = ?",
@@ -289,13 +292,31 @@ def test_duckdb_full_demo_then_incremental(pipeline, fresh_emulator):
         ).fetchone()[0]
         assert f1 == big.summary["nested"]["eval"]["f1"]
 
-    # Meltano keeps the tap's state under dev:tap-wandb-to-target-duckdb, and it is compact.
-    state = json.loads(meltano(env, "state", "get", "dev:tap-wandb-to-target-duckdb").stdout)
+    # Meltano keeps the tap's state under dev:tap-wandb-to-target-wandb-duckdb; it is compact.
+    state_id = "dev:tap-wandb-to-target-wandb-duckdb"
+    state = json.loads(meltano(env, "state", "get", state_id).stdout)
     bookmarks = state["singer_state"]["bookmarks"]
     partitions = bookmarks["runs"]["partitions"]
     projects = {(p["context"]["entity"], p["context"]["project"]) for p in partitions}
     assert projects == {(DEMO_USER, "vision"), (DEMO_USER, "nlp"), (DEMO_USER, "empty")}
     assert len(json.dumps(state)) < 10_000
+
+
+def test_target_duckdb_the_alternative_loader_still_loads(pipeline, emulator, tmp_path):
+    """target-duckdb 0.8.0, kept in meltano.yml as an alternative: one project, every row."""
+    projects = {(DEMO_USER, "vision")}
+    env = {
+        **pipeline,
+        "TAP_WANDB_BASE_URL": emulator.url,
+        "TAP_WANDB_PROJECTS": json.dumps(["vision"]),
+        "TARGET_DUCKDB_PATH": str(tmp_path / "target-duckdb.duckdb"),
+    }
+    meltano(env, "run", "tap-wandb", "target-duckdb")
+    path = env["TARGET_DUCKDB_PATH"]
+    assert duckdb_counts(path) == expected_counts(_runs(emulator.store, projects))
+    assert duckdb_counts(path, tables=TOP_LEVEL_TABLES) == expected_top_level(
+        emulator.store, projects
+    )
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------
@@ -472,7 +493,7 @@ def test_job_and_hourly_schedule(pipeline):
     schedules = json.loads(meltano(pipeline, "schedule", "list", "--format=json").stdout)
     [hourly] = schedules["schedules"]["job"]
     assert hourly["name"] == "wandb-hourly" and hourly["cron_interval"] == "0 * * * *"
-    assert hourly["job"] == {"name": "wandb-to-duckdb", "tasks": ["tap-wandb target-duckdb"]}
+    assert hourly["job"] == {"name": "wandb-to-duckdb", "tasks": ["tap-wandb target-wandb-duckdb"]}
     log = meltano(pipeline, "run", "--dry-run", "wandb-to-duckdb").stderr
     assert "Dry run, but would have run block 1/1" in log
 
@@ -514,10 +535,20 @@ def test_meltano_yml_and_readme_cover_every_tap_setting():
         assert f"| {name} |" in readme, f"README settings table lacks {name}"
     for loader in project["plugins"]["loaders"]:
         assert loader.get("namespace") and loader.get("pip_url"), loader["name"]
-        if loader["name"] == "target-duckdb":
-            # The quick start's `meltano run tap-wandb target-duckdb` writes here; target-duckdb
-            # does not create the directory, scripts/setup does.
+        if loader["name"] in ("target-wandb-duckdb", "target-duckdb"):
+            # The quick start's `meltano run tap-wandb target-wandb-duckdb` writes here;
+            # target-duckdb does not create the directory, scripts/setup does.
             path = loader["config"]["path"].replace("$MELTANO_PROJECT_ROOT", str(REPO))
             assert Path(path).parent.is_dir(), f"{Path(path).parent} missing: run scripts/setup"
         for setting in loader.get("settings", []):
             assert setting.get("label") and setting.get("kind") and setting.get("description")
+    # The project's own loader: meltano.yml lists exactly the settings it describes.
+    ours = next(p for p in project["plugins"]["loaders"] if p["name"] == "target-wandb-duckdb")
+    about = json.loads(
+        subprocess.run(
+            [str(REPO / ".venv" / "bin" / "target-wandb-duckdb"), "--about"],
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout
+    )  # fmt: skip
+    assert {s["name"] for s in ours["settings"]} == set(about["settings"]["properties"])
+    assert ours["pip_url"] == "-e ./loader"

@@ -94,20 +94,20 @@ def test_duckdb_after_updating_past_runs_equals_a_fresh_full_sync(
 ):
     _exported(fresh_emulator)
     env = _env(pipeline, fresh_emulator)
-    meltano(env, "run", "tap-wandb", "target-duckdb")
+    meltano(env, "run", "tap-wandb", "target-wandb-duckdb")
     resumed, deleted = _update_past_runs(fresh_emulator)
-    meltano(env, "run", "tap-wandb", "target-duckdb")
+    meltano(env, "run", "tap-wandb", "target-wandb-duckdb")
     fresh = {
         **env,
-        "TARGET_DUCKDB_PATH": str(tmp_path / "fresh.duckdb"),
+        "TARGET_WANDB_DUCKDB_PATH": str(tmp_path / "fresh.duckdb"),
         "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'fresh.db'}",
     }
-    meltano(fresh, "run", "tap-wandb", "target-duckdb")
+    meltano(fresh, "run", "tap-wandb", "target-wandb-duckdb")
     schema = (
         "SELECT column_name FROM information_schema.columns "
         "WHERE table_schema = 'wandb' AND table_name = ?"
     )
-    paths = (env["TARGET_DUCKDB_PATH"], fresh["TARGET_DUCKDB_PATH"])
+    paths = (env["TARGET_WANDB_DUCKDB_PATH"], fresh["TARGET_WANDB_DUCKDB_PATH"])
     with contextlib.ExitStack() as stack:
         incremental, full = (
             stack.enter_context(contextlib.closing(duckdb.connect(p, read_only=True)))

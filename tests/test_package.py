@@ -136,3 +136,18 @@ def test_every_imported_package_is_declared(patterns, extras):
         if not {_name(dist) for dist in providers.get(module, [])} & declared
     }
     assert undeclared == {}
+
+
+def test_the_loader_declares_every_import_pinned():
+    """loader/ (target-wandb-duckdb) is a distribution of its own, installed by Meltano."""
+    loader = tomllib.loads((REPO / "loader" / "pyproject.toml").read_text())["project"]
+    assert all("==" in requirement for requirement in loader["dependencies"])
+    declared = {_name(r) for r in loader["dependencies"]}
+    providers = packages_distributions()
+    imported = _imported("loader/target_wandb_duckdb/*.py") - {"target_wandb_duckdb"}
+    assert imported
+    undeclared = {m for m in imported if not {_name(d) for d in providers.get(m, [])} & declared}
+    assert undeclared == set()
+    # The DuckDB the tests and dbt-duckdb use: one file format for all of them.
+    assert "duckdb==1.2.2" in loader["dependencies"]
+    assert "duckdb==1.2.2" in PROJECT["optional-dependencies"]["test"]
