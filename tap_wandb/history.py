@@ -14,23 +14,16 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import Any
 
 from tap_wandb import queries
 from tap_wandb.client import WandbClient, WandbGraphQLError, WandbResponseError
-from tap_wandb.history_rows import Batch, table_batch, text_batch
+from tap_wandb.history_rows import Batch, text_batch
 from tap_wandb.values import step_of
 
 # A history resume point: a finished run resumed since it was synced. The rows it had then are
 # in W&B's parquet exports; the ones logged since its resume are live (not yet exported).
 FROM_LIVE_ROWS = -1
-
-
-# Rows per batch read from a parquet export (live rows come a step window at a time).
-BATCH_ROWS = 1000
 
 
 @dataclass(frozen=True)
@@ -174,42 +167,24 @@ class HistoryReader:
     def _parquet_rows(
         self, run: RunRef, url: str, first_step: int, last_step: int, stats: HistoryStats
     ) -> Iterator[Batch]:
+        from tap_wandb import history_parquet  # pyarrow, only for runs with exports
+
         with tempfile.TemporaryFile() as handle:
             self.client.download(url, handle, what=f"history export of run {run}")
             stats.parquet_files += 1
             handle.seek(0)
+            batches = history_parquet.parquet_batches(
+                handle, first_step, last_step, self.keys, where=f"run {run}", logger=self.logger
+            )
             try:
-                yield from self._read_parquet(run, handle, first_step, last_step, stats)
-            except (pa.ArrowException, OSError) as error:
+                for batch in batches:
+                    stats.rows += len(batch)
+                    yield batch
+            except (history_parquet.ArrowError, OSError) as error:
                 raise WandbResponseError(
                     f"history export of run {run}: the parquet file W&B served is unreadable "
                     f"({error}); try again, or use history_mode sampled for this project"
                 ) from None
-
-    def _read_parquet(
-        self, run: RunRef, handle: IO[bytes], first_step: int, last_step: int, stats: HistoryStats
-    ) -> Iterator[Batch]:
-        parquet = pq.ParquetFile(handle)
-        names = parquet.schema_arrow.names
-        if "_step" not in names:
-            self.logger.warning("run %s: a history export has no _step column; skipped", run)
-            return
-        columns = (
-            None if self.keys is None else [n for n in names if n == "_step" or n in self.keys]
-        )
-        step_index = names.index("_step")
-        for group in range(parquet.num_row_groups):
-            bounds = parquet.metadata.row_group(group).column(step_index).statistics
-            known = bounds is not None and bounds.has_min_max
-            if known and (bounds.max < first_step or bounds.min > last_step):
-                continue
-            table = parquet.read_row_group(group, columns=columns)
-            # Rows become Python objects a slice at a time: a row group can be large.
-            for offset in range(0, table.num_rows, BATCH_ROWS):
-                part = table.slice(offset, BATCH_ROWS)
-                batch = table_batch(part, first_step, last_step, keys_filtered=columns is not None)
-                stats.rows += len(batch)
-                yield batch
 
     # -- sampled history -----------------------------------------------------------------
 

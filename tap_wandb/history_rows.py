@@ -1,4 +1,5 @@
-"""History rows in bulk: a parquet table or a page of W&B's row texts -> a batch of rows.
+"""History rows in bulk: a page of W&B's row texts -> a batch of rows (parquet exports:
+``history_parquet``).
 
 A batch is a list of ``(step, metrics)`` pairs, ``metrics`` as :func:`values.history_metrics`
 gives it: the row without ``_step``, non-finite floats as None. History is most of a sync's
@@ -14,51 +15,12 @@ import typing as t
 from typing import Any
 
 import msgspec
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from tap_wandb.values import history_metrics, loads, step_of
 
 Batch = list[tuple[int, dict[str, Any]]]
 # Strict JSON only: it rejects NaN, Infinity and numbers beyond a float's range.
 _STRICT = msgspec.json.Decoder()
-
-
-def table_batch(
-    table: pa.Table, first_step: int, last_step: int, keys_filtered: bool = False
-) -> Batch:
-    """The rows of a parquet export with an integer ``_step`` in ``[first_step, last_step]``.
-
-    A null cell is a key not logged at that step (left out); a NaN/Infinity cell was logged,
-    so its key stays, as None. ``keys_filtered``: rows left without metrics are dropped.
-    """
-    step_column = table.column("_step")
-    if pa.types.is_floating(step_column.type):  # W&B may store _step as 8.0 (step_of)
-        whole = pc.and_(pc.is_finite(step_column), pc.equal(pc.floor(step_column), step_column))
-        table = table.filter(whole)
-        step_column = pc.cast(table.column("_step"), pa.int64())
-    elif not pa.types.is_integer(step_column.type):
-        return []  # no row has an integer _step
-    wanted = pc.and_(
-        pc.greater_equal(step_column, first_step), pc.less_equal(step_column, last_step)
-    )
-    table = table.filter(wanted)  # also drops rows whose _step is null
-    steps = pc.filter(step_column, wanted).to_pylist()
-    names = [name for name in table.column_names if name != "_step"]
-    columns = [table.column(name) for name in names]
-    rows = zip(*(c.to_pylist() for c in columns), strict=True) if columns else ((),) * len(steps)
-    metrics = [
-        {name: value for name, value in zip(names, values, strict=True) if value is not None}
-        for values in rows
-    ]
-    for name, column in zip(names, columns, strict=True):
-        if pa.types.is_floating(column.type):
-            non_finite = pc.invert(pc.is_finite(column))  # null where the cell is null
-            for index in pc.indices_nonzero(pc.fill_null(non_finite, False)).to_pylist():
-                metrics[index][name] = None
-    if keys_filtered:
-        return [(step, values) for step, values in zip(steps, metrics, strict=True) if values]
-    return list(zip(steps, metrics, strict=True))
 
 
 def text_batch(

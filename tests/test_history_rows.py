@@ -9,7 +9,8 @@ import math
 
 import pyarrow as pa
 
-from tap_wandb.history_rows import table_batch, text_batch
+from tap_wandb.history_parquet import table_batches
+from tap_wandb.history_rows import text_batch
 from tap_wandb.values import history_metrics, step_of
 
 LOGGER = logging.getLogger("test")
@@ -100,6 +101,10 @@ def test_keys_filter_drops_other_keys_and_empty_rows():
     _same(_batch(lines, keys), _one_by_one(lines, keys))
 
 
+def table_batch(table: pa.Table, *args, size: int = 1000, **kwargs) -> list:
+    return [row for batch in table_batches(table, *args, size=size, **kwargs) for row in batch]
+
+
 def _rows_of(table: pa.Table, first: int, last: int, keys_filtered: bool = False) -> list:
     """The meaning of a parquet export, row by row: null cells are keys not logged."""
     expected = []
@@ -129,6 +134,8 @@ def test_a_parquet_table_gives_each_row_as_logged():
     )
     for first, last in ((0, 100), (1, 3), (5, 5)):
         _same(table_batch(table, first, last), _rows_of(table, first, last))
+    for size in (1, 2, 3):  # converted a slice at a time
+        _same(table_batch(table, 0, 100, size=size), _rows_of(table, 0, 100))
     batch = table_batch(table, 0, 100)
     assert batch[1] == (1, {"loss": None})  # NaN was logged: its key stays
     assert batch[2] == (2, {"name": "c", "ok": False})  # null cells were not logged
