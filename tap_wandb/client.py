@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import requests
 
 from tap_wandb import __version__
+from tap_wandb.values import loads
 
 RETRIABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # No answer, or one cut short in transit (a body shorter than its Content-Length, a broken
@@ -152,7 +153,7 @@ class WandbClient:
             auth=self._auth,
         )
         try:
-            payload = response.json()
+            payload = loads(response.content)  # msgspec: pages of history are large
         except (ValueError, RecursionError):
             snippet = " ".join(response.text.split())[:120]
             raise WandbResponseError(

@@ -1,7 +1,8 @@
 """History readers: every row of a run (parquet exports + live step windows) or a sample.
 
-A reader yields ``(step, metrics)`` pairs, ``metrics`` being the row without ``_step``, with
-non-finite floats as None. Full reads are exact: each step at most once, nothing sampled.
+A reader yields batches of ``(step, metrics)`` pairs (``history_rows.Batch``), ``metrics``
+being the row without ``_step``, with non-finite floats as None. Full reads are exact: each
+step at most once, nothing sampled.
 """
 
 from __future__ import annotations
@@ -13,23 +14,16 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
-
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from typing import Any
 
 from tap_wandb import queries
 from tap_wandb.client import WandbClient, WandbGraphQLError, WandbResponseError
-from tap_wandb.values import history_metrics, loads, step_of
+from tap_wandb.history_rows import Batch, text_batch
+from tap_wandb.values import step_of
 
 # A history resume point: a finished run resumed since it was synced. The rows it had then are
 # in W&B's parquet exports; the ones logged since its resume are live (not yet exported).
 FROM_LIVE_ROWS = -1
-
-# A parquet cell holding NaN/Infinity: logged, so its key stays (as null), unlike a null cell,
-# which is a key not logged at that step.
-_NON_FINITE = object()
 
 
 @dataclass(frozen=True)
@@ -76,7 +70,7 @@ class HistoryReader:
 
     def full(
         self, run: RunRef, first_step: int, last_step: int, stats: HistoryStats | None = None
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
+    ) -> Iterator[Batch]:
         """Every row with ``first_step <= _step <= last_step``, in step order per source;
         ``first_step`` FROM_LIVE_ROWS: the live rows, or every row if none is live."""
         stats = stats or HistoryStats()
@@ -97,10 +91,10 @@ class HistoryReader:
         if first_step >= live_from:
             urls = []  # resuming past the exported part: nothing to download again
         for url in urls:
-            for step, metrics in self._parquet_rows(run, url, first_step, last_step, stats):
-                if step >= live_from:
-                    from_files.add(step)
-                yield step, metrics
+            for batch in self._parquet_rows(run, url, first_step, last_step, stats):
+                if live_steps:
+                    from_files.update(step for step, _ in batch if step >= live_from)
+                yield batch
         if live_steps is None and urls:
             return  # everything is exported
         wanted = [
@@ -111,9 +105,13 @@ class HistoryReader:
         else:
             windows = self._windows_over(wanted)
         for low, high in windows:
-            for step, metrics in self._window_rows(run, low, high, stats):
-                if step not in from_files and first_step <= step <= last_step:
-                    yield step, metrics
+            batch = [
+                (step, metrics)
+                for step, metrics in self._window_rows(run, low, high, stats)
+                if step not in from_files and first_step <= step <= last_step
+            ]
+            stats.rows += len(batch)
+            yield batch
 
     def _exports(self, run: RunRef) -> tuple[list[str], list[int] | None] | None:
         """(parquet URLs, live steps) or None when the server has no parquet exports."""
@@ -156,109 +154,43 @@ class HistoryReader:
                 index += 1
             yield low, min(high, steps[index - 1] + 1)
 
-    def _window_rows(
-        self, run: RunRef, low: int, high: int, stats: HistoryStats
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _window_rows(self, run: RunRef, low: int, high: int, stats: HistoryStats) -> Batch:
         data = self.client.graphql(
             queries.HISTORY_WINDOW,
             {**run.variables(), "minStep": low, "maxStep": high, "samples": high - low},
             what=f"history steps {low}-{high - 1} of run {run}",
         )
         stats.windows += 1
-        yield from self._decoded_rows(run, _run_node(data, run).get("history"), stats)
-
-    def _decoded_rows(
-        self, run: RunRef, lines: list[Any] | None, stats: HistoryStats
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
-        for line in lines or ():
-            try:
-                row = loads(line) if isinstance(line, str) else line
-            except (ValueError, RecursionError) as error:
-                self.logger.warning(
-                    "run %s: skipping a history row that is not JSON (%s)", run, error
-                )
-                continue
-            step = step_of(row.get("_step")) if isinstance(row, dict) else None
-            if step is None:
-                self.logger.warning(
-                    "run %s: skipping a history row without an integer _step: %.120s", run, line
-                )
-                continue
-            metrics = history_metrics(row, self.keys, where=f"run {run}", logger=self.logger)
-            if self.keys is not None and not metrics:
-                continue
-            stats.rows += 1
-            yield step, metrics
+        lines = _run_node(data, run).get("history")
+        return text_batch(lines, self.keys, where=f"run {run}", logger=self.logger)
 
     def _parquet_rows(
         self, run: RunRef, url: str, first_step: int, last_step: int, stats: HistoryStats
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
+    ) -> Iterator[Batch]:
+        from tap_wandb import history_parquet  # pyarrow, only for runs with exports
+
         with tempfile.TemporaryFile() as handle:
             self.client.download(url, handle, what=f"history export of run {run}")
             stats.parquet_files += 1
             handle.seek(0)
+            batches = history_parquet.parquet_batches(
+                handle, first_step, last_step, self.keys, where=f"run {run}", logger=self.logger
+            )
             try:
-                yield from self._read_parquet(run, handle, first_step, last_step, stats)
-            except (pa.ArrowException, OSError) as error:
+                for batch in batches:
+                    stats.rows += len(batch)
+                    yield batch
+            except (history_parquet.ArrowError, OSError) as error:
                 raise WandbResponseError(
                     f"history export of run {run}: the parquet file W&B served is unreadable "
                     f"({error}); try again, or use history_mode sampled for this project"
                 ) from None
 
-    def _read_parquet(
-        self, run: RunRef, handle: IO[bytes], first_step: int, last_step: int, stats: HistoryStats
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
-        parquet = pq.ParquetFile(handle)
-        names = parquet.schema_arrow.names
-        if "_step" not in names:
-            self.logger.warning("run %s: a history export has no _step column; skipped", run)
-            return
-        columns = (
-            None if self.keys is None else [n for n in names if n == "_step" or n in self.keys]
-        )
-        step_index = names.index("_step")
-        for group in range(parquet.num_row_groups):
-            bounds = parquet.metadata.row_group(group).column(step_index).statistics
-            known = bounds is not None and bounds.has_min_max
-            if known and (bounds.max < first_step or bounds.min > last_step):
-                continue
-            table = parquet.read_row_group(group, columns=columns)
-            yield from self._table_rows(table, first_step, last_step, stats)
-
-    def _table_rows(
-        self, table: pa.Table, first_step: int, last_step: int, stats: HistoryStats
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Rows of a parquet table, converted column by column."""
-        names = [name for name in table.column_names if name != "_step"]
-        columns = []
-        has_non_finite = False
-        for name in names:
-            column = table.column(name)
-            values = column.to_pylist()
-            if pa.types.is_floating(column.type) and not pc.all(pc.is_finite(column)).as_py():
-                values = [v if v is None or math.isfinite(v) else _NON_FINITE for v in values]
-                has_non_finite = True
-            columns.append(values)
-        steps = table.column("_step").to_pylist()
-        for step, values in zip(steps, zip(*columns, strict=True), strict=True):
-            step = step_of(step)
-            if step is None or not first_step <= step <= last_step:
-                continue
-            metrics = {
-                name: value for name, value in zip(names, values, strict=True) if value is not None
-            }
-            if has_non_finite:
-                metrics = {k: None if v is _NON_FINITE else v for k, v in metrics.items()}
-            if self.keys is not None and not metrics:
-                continue
-            stats.rows += 1
-            yield step, metrics
-
     # -- sampled history -----------------------------------------------------------------
 
     def sampled(
         self, run: RunRef, samples: int, stats: HistoryStats | None = None
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
+    ) -> Iterator[Batch]:
         """W&B's sampled view of the run (like ``run.history(samples=N)``)."""
         stats = stats or HistoryStats()
         data = self.client.graphql(
@@ -267,7 +199,10 @@ class HistoryReader:
             what=f"sampled history of run {run}",
         )
         stats.windows += 1
-        yield from self._decoded_rows(run, _run_node(data, run).get("history"), stats)
+        lines = _run_node(data, run).get("history")
+        batch = text_batch(lines, self.keys, where=f"run {run}", logger=self.logger)
+        stats.rows += len(batch)
+        yield batch
 
 
 def _run_node(data: dict[str, Any], run: RunRef) -> dict[str, Any]:
@@ -283,8 +218,9 @@ def _run_node(data: dict[str, Any], run: RunRef) -> dict[str, Any]:
 class Prefetcher:
     """Reads the history of upcoming runs on worker threads while earlier runs are written.
 
-    Runs are submitted in the order they will be taken; each worker hands its rows over in
-    chunks through a small queue, so memory stays bounded by workers x chunks, and the earliest
+    Runs are submitted in the order they will be taken; each worker hands the items it reads
+    (rows, or for history batches of rows) over in chunks of ``chunk_rows`` items through a
+    small queue, so memory stays bounded by workers x chunks, and the earliest
     submitted run always has a worker (no deadlock). A run that is skipped, or whose rows stop
     being read, is cancelled, which frees its worker.
     """
@@ -298,13 +234,13 @@ class Prefetcher:
         for _ in range(workers):
             threading.Thread(target=self._work, daemon=True).start()
 
-    def submit(self, key: tuple, read: Callable[[], Iterator[tuple[int, dict[str, Any]]]]) -> None:
+    def submit(self, key: tuple, read: Callable[[], Iterator[Any]]) -> None:
         task = _Task(read, queue.Queue(maxsize=self.queued_chunks))
         self._pending[key] = task
         self._tasks.put(task)
 
-    def take(self, key: tuple) -> Iterator[tuple[int, dict[str, Any]]] | None:
-        """The rows of a submitted run, or None if it was not submitted."""
+    def take(self, key: tuple) -> Iterator[Any] | None:
+        """The items of a submitted run, or None if it was not submitted."""
         if key not in self._pending:
             return None
         while True:  # runs submitted before this one were skipped: let their workers go
@@ -317,7 +253,7 @@ class Prefetcher:
     def close(self) -> None:
         self._stop.set()
 
-    def _drain(self, task: _Task) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _drain(self, task: _Task) -> Iterator[Any]:
         try:
             while True:
                 chunk = task.results.get()
@@ -333,7 +269,7 @@ class Prefetcher:
         while not self._stop.is_set():
             task = self._tasks.get()
             try:
-                chunk: list[tuple[int, dict[str, Any]]] = []
+                chunk: list[Any] = []
                 try:
                     for row in task.read():
                         chunk.append(row)
@@ -362,7 +298,7 @@ class Prefetcher:
 
 @dataclass
 class _Task:
-    read: Callable[[], Iterator[tuple[int, dict[str, Any]]]]
+    read: Callable[[], Iterator[Any]]
     results: queue.Queue
     cancelled: threading.Event = field(default_factory=threading.Event)
 

@@ -4,7 +4,7 @@ With ``PYTHONUNBUFFERED`` (common under orchestrators) every message the SDK wri
 system call and flush. Here messages queue in memory and go out in order, in chunks of about a
 megabyte, and with a STATE message at most a second after the last write, so a target sees
 each STATE soon after the records it covers. History records skip the SDK's message objects
-altogether (``write_record``).
+altogether (``write_records``).
 """
 
 from __future__ import annotations
@@ -41,15 +41,17 @@ class SingerOutput(MsgSpecWriter):
         if self._pending_bytes >= CHUNK_BYTES:
             self.flush()
 
-    def write_record(self, stream: str, record: dict[str, t.Any], time_extracted: str) -> None:
-        """Queue a RECORD whose values are already JSON-ready and finite."""
-        message = {
-            "type": "RECORD",
-            "stream": stream,
-            "record": record,
-            "time_extracted": time_extracted,
-        }
-        self._queue(self._encoder.encode(message) + b"\n")
+    def write_records(
+        self, stream: str, records: list[dict[str, t.Any]], time_extracted: str
+    ) -> None:
+        """Queue RECORDs whose values are already JSON-ready and finite, encoded together."""
+        if not records:
+            return
+        head = b'{"type":"RECORD","stream":' + self._encoder.encode(stream) + b',"record":'
+        tail = b',"time_extracted":' + self._encoder.encode(time_extracted) + b"}\n"
+        # One record per line; msgspec escapes newlines in strings, so each b"\n" ends one.
+        lines = self._encoder.encode_lines(records)
+        self._queue(head + lines[:-1].replace(b"\n", tail + head) + tail)
 
     def write_message(self, message: t.Any) -> None:
         self._queue(bytes(self.format_message(message)))

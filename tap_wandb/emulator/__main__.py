@@ -29,13 +29,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--exported-share", type=float, default=0.0, help="with --bench: share in parquet files"
     )
+    parser.add_argument(
+        "--nan-share", type=float, default=0.0, help="with --bench: share of rows with NaN/Inf"
+    )
     parser.add_argument("--url-file", help="also write the URL to this file once serving")
     args = parser.parse_args(argv)
 
     seed = {} if args.seed is None else {"seed": args.seed}
     if args.bench:
         runs, steps = (int(part) for part in args.bench.lower().split("x"))
-        store = bench_store(runs, steps, exported_share=args.exported_share, **seed)
+        store = bench_store(
+            runs, steps, exported_share=args.exported_share, nan_share=args.nan_share, **seed
+        )
         # Build exports and encoded rows now, so that no reader pays for the first request.
         for run in store.all_runs():
             history_keys(run)

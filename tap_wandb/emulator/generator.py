@@ -239,10 +239,12 @@ def bench_store(
     seed: int = 11,
     system_seconds: float = 0.0,
     artifacts: bool = False,
+    nan_share: float = 0.0,
 ) -> Store:
     """One project of uniform finished runs, for benchmarks. ``system_seconds``: runs also
     have system metrics over that runtime; ``artifacts``: runs log and use artifacts
-    (``seed_bench_artifacts``)."""
+    (``seed_bench_artifacts``); ``nan_share``: about that share of rows get a NaN, +Infinity
+    or -Infinity metric (``_nan_rows``)."""
     rng = random.Random(seed)
     store = Store({DEMO_API_KEY: DEMO_USER})
     store.add_project(DEMO_USER, "bench", START)
@@ -259,14 +261,29 @@ def bench_store(
             steps=steps_per_run,
             scalar_only=True,
         )
+        if nan_share:
+            _nan_rows(rng, run.history, nan_share)
         if exported_share and run.history:
-            run.exported_before_step = run.history[int(len(run.history) * exported_share)]["_step"]
+            index = int(len(run.history) * exported_share)
+            run.exported_before_step = (
+                run.history[index]["_step"] if index < len(run.history) else run.last_step + 1
+            )
         if system_seconds:
             seed_system_metrics(run, system_seconds)
         store.add_run(run)
     if artifacts and runs:
         seed_bench_artifacts(store, _bench_runs(store), seed)
     return store
+
+
+def _nan_rows(rng: random.Random, rows: list[dict[str, Any]], share: float) -> None:
+    """Non-finite values in about ``share`` of the rows, in both cases W&B sees: a metric
+    that went NaN/Infinity, and one logged only then (its parquet column is mostly null)."""
+    for row in rows:
+        if rng.random() < share:
+            row["acc" if rng.random() < 0.5 else "overflow"] = rng.choice(
+                [math.nan, math.inf, -math.inf]
+            )
 
 
 def _bench_runs(store: Store) -> list[Run]:

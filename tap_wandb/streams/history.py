@@ -11,6 +11,7 @@ from singer_sdk import typing as th
 from typing_extensions import override
 
 from tap_wandb.history import HistoryStats, RunRef
+from tap_wandb.history_rows import Batch
 from tap_wandb.streams.base import BLOB, RUN_KEY, RunChildStream
 from tap_wandb.streams.runs import RunsStream
 from tap_wandb.streams.sdk_private import records_pass_unchanged
@@ -18,7 +19,7 @@ from tap_wandb.streams.sdk_private import records_pass_unchanged
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
-Rows = t.Iterator[tuple[int, dict[str, t.Any]]]
+Batches = t.Iterator[Batch]
 
 
 class HistoryStream(RunChildStream):
@@ -58,7 +59,7 @@ class HistoryStream(RunChildStream):
         run = RunRef(context["entity"], context["project"], context["run_id"])
         return run, context["first_step"], context["last_step"]
 
-    def _rows(self, run: RunRef, first_step: int, last_step: int, stats: HistoryStats) -> Rows:
+    def _rows(self, run: RunRef, first_step: int, last_step: int, stats: HistoryStats) -> Batches:
         reader = self.wandb.history_reader
         if self.config["history_mode"] == "sampled":
             return reader.sampled(run, self.config["history_samples"], stats)
@@ -86,25 +87,29 @@ class HistoryStream(RunChildStream):
         started = time.monotonic()
         prefetched = self.wandb.prefetcher.take(key) if self.wandb.prefetcher else None
         if prefetched is not None:
-            rows, stats = prefetched, self._prefetched_stats.pop(key)
+            batches, stats = prefetched, self._prefetched_stats.pop(key)
         else:
             stats = HistoryStats()
-            rows = self._rows(*key, stats)
+            batches = self._rows(*key, stats)
         entity, project, run_id = run.entity, run.project, run.run_id
         records = (
-            {
-                "entity": entity,
-                "project": project,
-                "run_id": run_id,
-                "step": step,
-                "metrics": values,
-            }
-            for step, values in rows
+            [
+                {
+                    "entity": entity,
+                    "project": project,
+                    "run_id": run_id,
+                    "step": step,
+                    "metrics": values,
+                }
+                for step, values in batch
+            ]
+            for batch in batches
         )
         if self._direct_write:
             self._write_directly(records)
         else:
-            yield from records
+            for batch in records:
+                yield from batch
         self.rows_read += stats.rows
         if stats.rows >= 10_000:
             self.wandb.logger.info(
@@ -112,15 +117,15 @@ class HistoryStream(RunChildStream):
                 run, stats.rows, stats.parquet_files, stats.windows, time.monotonic() - started,
             )  # fmt: skip
 
-    def _write_directly(self, records: t.Iterator[dict[str, t.Any]]) -> None:
+    def _write_directly(self, batches: t.Iterator[list[dict[str, t.Any]]]) -> None:
         # History is most of a sync's volume, and the SDK's per-record path (mapping, child
         # contexts, state) costs more than reading it. These records are already
         # schema-exact and finite, and history has no children or bookmarks of its own.
-        write = self.wandb.message_writer.write_record
+        write = self.wandb.message_writer.write_records
         stamp = dt.datetime.now(dt.UTC).isoformat()
         written = 0
-        for record in records:
-            write(self.name, record, stamp)
-            written += 1
+        for records in batches:
+            write(self.name, records, stamp)
+            written += len(records)
         self.rows_written_directly += written
         self.get_record_counter().increment(written)
