@@ -90,8 +90,6 @@ class Batch:
     path: Path
     rows: int = 0
     longest: int = 0  # bytes of the longest line, for read_json's object size limit
-    first_line: int = 0
-    last_line: int = 0
 
 
 @dataclass
