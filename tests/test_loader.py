@@ -221,6 +221,15 @@ def test_the_last_state_is_emitted_at_the_end_even_without_records(tmp_path):
     assert loaded(tmp_path / "..", state({"only": True})) == [{"only": True}]
 
 
+def test_a_stream_named_like_the_staging_table_upserts(tmp_path):
+    rows = schema(
+        "batch_rows", {"k": {"type": "integer"}, "v": {"type": ["string", "null"]}}, ["k"]
+    )
+    loaded(tmp_path, rows, record("batch_rows", {"k": 1, "v": "a"}))
+    loaded(tmp_path, rows, record("batch_rows", {"k": 1, "v": "b"}), record("batch_rows", {"k": 2}))
+    assert query(tmp_path, "SELECT k, v FROM wandb.batch_rows ORDER BY k") == [(1, "b"), (2, None)]
+
+
 def test_a_stream_without_records_gets_its_table(tmp_path):
     loaded(tmp_path, HISTORY, state({"n": 1}))
     assert query(tmp_path, "SELECT count(*) FROM wandb.history") == [(0,)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -29,6 +30,12 @@ SETTINGS = {
                     "description": "Delete the rows of records carrying _sdc_deleted_at "
                                    "instead of keeping them flagged."},
 }  # fmt: skip
+
+
+PREFIX = b'{"' + SEQUENCE.encode() + b'":'
+EXTRACTED = b'"_sdc_extracted_at":'
+# A bare NaN or Infinity token where a JSON value belongs (not inside a string).
+NOT_JSON = re.compile(rb"[:,\[]\s*-?(NaN|Infinity)\b")
 
 
 class Message(msgspec.Struct):
@@ -72,45 +79,13 @@ class Loader:
             except msgspec.DecodeError as error:
                 if not line.strip():
                     continue
-                hint = (
-                    " (NaN and Infinity are not JSON)"
-                    if b"NaN" in line or b"Infinity" in line
-                    else ""
-                )
+                hint = " (NaN and Infinity are not JSON)" if NOT_JSON.search(line) else ""
                 raise InputError(
                     f"input line {number}: not a Singer message: {error}{hint}"
                 ) from None
             kind = message.type
             if kind == "RECORD":
-                entry = self.open.get(message.stream) or self._start(message.stream, number)
-                batch, sink = entry
-                raw = memoryview(message.record)
-                if raw[:1] != b"{":
-                    raise InputError(
-                        f"input line {number}: stream {message.stream}: the record is not a "
-                        "JSON object"
-                    )
-                rest = raw[1:]
-                comma = b","
-                if rest[:1] == b"}" or (
-                    rest[:1].tobytes().isspace() and bytes(rest).strip() == b"}"
-                ):
-                    comma = b""  # an empty record
-                text = b'{"%s":%d,"_sdc_extracted_at":%s%s%s\n' % (
-                    SEQUENCE.encode(),
-                    number,
-                    message.time_extracted,
-                    comma,
-                    rest,
-                )
-                sink.write(text)
-                batch.rows += 1
-                batch.last_line = number
-                if len(text) > batch.longest:
-                    batch.longest = len(text)
-                self.rows += 1
-                if self.rows >= self.batch_size:
-                    self._cut()
+                self._record(message, number)
             elif kind == "SCHEMA":
                 self._schema(message, number)
             elif kind == "STATE":
@@ -123,6 +98,28 @@ class Loader:
         self._cut()
         self._wait()
         log(f"done: {number} input lines")
+
+    def _record(self, message: Message, number: int) -> None:
+        """Append the record's JSON to its stream's batch file, with the input line number
+        (which orders duplicates) and time_extracted spliced in front of its keys."""
+        batch, sink = self.open.get(message.stream) or self._start(message.stream, number)
+        raw = memoryview(message.record)
+        if raw[:1] != b"{":
+            raise InputError(
+                f"input line {number}: stream {message.stream}: the record is not a JSON object"
+            )
+        rest = raw[1:]
+        comma = b","
+        if rest[:1] == b"}" or (rest[:1].tobytes().isspace() and bytes(rest).strip() == b"}"):
+            comma = b""  # an empty record
+        text = b"%s%d,%s%s%s%s\n" % (PREFIX, number, EXTRACTED, message.time_extracted, comma, rest)
+        sink.write(text)
+        batch.rows += 1
+        if len(text) > batch.longest:
+            batch.longest = len(text)
+        self.rows += 1
+        if self.rows >= self.batch_size:
+            self._cut()
 
     def _schema(self, message: Message, number: int) -> None:
         stream = message.stream
@@ -158,7 +155,7 @@ class Loader:
             raise InputError(f"input line {number}: RECORD of stream {stream!r} before its SCHEMA")
         directory = self.work / f"batch-{self.cuts + 1:05d}"
         directory.mkdir(exist_ok=True)
-        batch = Batch(table, directory / f"{table.name}.jsonl", first_line=number)
+        batch = Batch(table, directory / f"{table.name}.jsonl")
         entry = (batch, open(batch.path, "wb", buffering=1 << 20))  # noqa: SIM115
         self.open[stream] = entry
         return entry

@@ -90,8 +90,6 @@ class Batch:
     path: Path
     rows: int = 0
     longest: int = 0  # bytes of the longest line, for read_json's object size limit
-    first_line: int = 0
-    last_line: int = 0
 
 
 @dataclass
@@ -105,6 +103,10 @@ class Warehouse:
     def open(cls, path: str, schema: str, hard_delete: bool) -> Warehouse:
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         connection = duckdb.connect(str(Path(path).expanduser()))
+        # One thread: the loader runs beside the tap and Meltano, and DuckDB's threads then only
+        # contend for the same cores (history file under load: 7-8 CPU s against 10.6-10.9,
+        # bench/RESULTS.md). Loading stays ahead of the tap even so.
+        connection.execute("SET threads = 1")
         connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
         return cls(connection, schema, hard_delete)
 
@@ -163,41 +165,42 @@ class Warehouse:
                     "place: alter or drop the column (or the table) and load again."
                 )
 
-    def _staged(self, batch: Batch, only: str | None = None) -> str:
-        """SELECT of the batch file's rows, typed (only one column if ``only``)."""
+    def _staged(self, batch: Batch) -> str:
+        """SELECT of the batch file's rows, typed. Integers are read as text and cast only if
+        whole: DuckDB would round 1.5 into an integer column."""
         table = batch.table
-        names = [SEQUENCE, only] if only else [SEQUENCE, *table.columns]
-        names = [n for n in names if n != "_sdc_batched_at"]
-        read = {n: "VARCHAR" if table.columns.get(n) == "BIGINT" else table.columns.get(n, "BIGINT")
-                for n in names}  # fmt: skip
-        source = _read_json(batch, read)
-        selected = []
-        for name in names:
+        read = {SEQUENCE: "BIGINT"}
+        selected = [quote(SEQUENCE)]
+        for name, kind in table.columns.items():
+            if name == "_sdc_batched_at":
+                continue
             column = quote(name)
-            if table.columns.get(name) == "BIGINT":
-                complaint = (f"stream {table.stream}, column {name}: ' || {column} || ' is not an "
-                             f"integer (input line ' || {quote(SEQUENCE)} || ')")  # fmt: skip
+            read[name] = "VARCHAR" if kind == "BIGINT" else kind
+            if kind == "BIGINT":
+                complaint = (f"concat({literal(f'stream {table.stream}, column {name}: ')}, "
+                             f"{column}, ' is not an integer (input line ', {quote(SEQUENCE)}, "
+                             "')')")  # fmt: skip
                 column = (f"CASE WHEN {column} IS NULL OR regexp_full_match({column}, "
                           f"{literal(WHOLE)}) THEN CAST({column} AS BIGINT) "
-                          f"ELSE error('{complaint}') END")  # fmt: skip
-            selected.append(f"{column} AS {quote(name)}")
-        return f"SELECT {', '.join(selected)} FROM {source}"
+                          f"ELSE error({complaint}) END AS {column}")  # fmt: skip
+            selected.append(column)
+        return f"SELECT {', '.join(selected)} FROM {_read_json(batch, read)}"
 
     def _upsert(self, batch: Batch, batched_at: datetime) -> int:
         table, con = batch.table, self.connection
         target = f"{quote(self.schema)}.{quote(table.name)}"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {self._staged(batch)}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE batch_rows AS {self._staged(batch)}")
         columns = [c for c in table.columns if c != "_sdc_batched_at"]
         insert = (f"INSERT INTO {target} ({', '.join(quote(c.lower()) for c in columns)}, "
                   f"_sdc_batched_at) SELECT {', '.join(map(quote, columns))}, ? FROM ")  # fmt: skip
         if not table.keys:
-            con.execute(insert + "staged", [batched_at])
+            con.execute(insert + "batch_rows", [batched_at])
             return batch.rows
         keys = [quote(k) for k in table.keys]
-        match = " AND ".join(f"{target}.{quote(k.lower())} = staged.{quote(k)}" for k in table.keys)
-        con.execute(f"DELETE FROM {target} USING staged WHERE {match}")
-        last = (f"(SELECT * FROM staged QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} "
-                f"ORDER BY {quote(SEQUENCE)} DESC) = 1) AS last")  # fmt: skip
+        match = " AND ".join(f"t.{quote(k.lower())} = b.{quote(k)}" for k in table.keys)
+        con.execute(f"DELETE FROM {target} AS t USING batch_rows AS b WHERE {match}")
+        last = (f"(SELECT * FROM batch_rows QUALIFY row_number() OVER (PARTITION BY "
+                f"{', '.join(keys)} ORDER BY {quote(SEQUENCE)} DESC) = 1) AS last")  # fmt: skip
         where = " WHERE _sdc_deleted_at IS NULL" if self.hard_delete else ""
         return con.execute(insert + last + where, [batched_at]).fetchone()[0]
 
