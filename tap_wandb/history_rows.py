@@ -8,10 +8,7 @@ volume, so rows are converted a table (or a page) at a time rather than value by
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import typing as t
 from typing import Any
 
 import msgspec
@@ -35,16 +32,12 @@ def text_batch(
     rows = _flat_page(lines) if keys is None else None
     if rows is None:
         return [row for line in lines if (row := _text_row(line, keys, where, logger))]
-    # Flat ASCII rows hold nothing to clean or too deep; only NaN/Infinity need finite().
-    maybe_non_finite = not rows.strict
     batch: Batch = []
-    for line, metrics in zip(lines, rows.values, strict=True):
+    for line, metrics in zip(lines, rows, strict=True):
         step = metrics.pop("_step", None)
         if type(step) is not int and (step := step_of(step)) is None:
             logger.warning(_NO_STEP, where, line)
             continue
-        if maybe_non_finite and ("NaN" in line or "Infinity" in line or _overflows(metrics)):
-            metrics = history_metrics(metrics, where=where, logger=logger)
         batch.append((step, metrics))
     return batch
 
@@ -52,20 +45,11 @@ def text_batch(
 _NO_STEP = "%s: skipping a history row without an integer _step: %.120s"
 
 
-def _overflows(metrics: dict[str, Any]) -> bool:
-    """Whether a number was beyond a float's range (1e999), which json.loads makes Infinity."""
-    values = metrics.values()
-    return math.inf in values or -math.inf in values
-
-
-class _Page(t.NamedTuple):
-    values: list[dict[str, Any]]
-    strict: bool  # decoded as strict JSON, so no value is NaN/Infinity
-
-
-def _flat_page(lines: list[Any]) -> _Page | None:
+def _flat_page(lines: list[Any]) -> list[dict[str, Any]] | None:
     """A page of rows decoded in one call, when every row is a flat JSON object on its own
-    line, in ASCII without escapes (so no key or string needs cleaning); else None.
+    line, in ASCII without escapes; else None. Such rows hold nothing to clean or too deep
+    (:func:`values.history_metrics` would keep them as they are), but for NaN/Infinity,
+    which become null here.
 
     With exactly one "{" per line, at its start, and no "[" anywhere, rows that decode as
     an array of as many objects as lines are the lines' own objects, one each."""
@@ -74,15 +58,22 @@ def _flat_page(lines: list[Any]) -> _Page | None:
     text = ",".join(lines)
     if not text.isascii() or "\\" in text or "[" in text or text.count("{") != len(lines):
         return None
-    strict = "NaN" not in text and "Infinity" not in text
+    if "NaN" in text or "Infinity" in text:
+        # Without escapes, every other piece between quotes is a string's content: the
+        # words may be replaced only if none of those changed.
+        nulled = text.replace("-Infinity", "null").replace("Infinity", "null")
+        nulled = nulled.replace("NaN", "null")
+        if nulled.split('"')[1::2] != text.split('"')[1::2]:
+            return None
+        text = nulled
     try:
-        page = "[" + text + "]"
-        values = _STRICT.decode(page) if strict else json.loads(page)
-    except (ValueError, RecursionError):
+        # Strict: a number beyond a float's range (1e999) fails here, and takes the slow path.
+        values = _STRICT.decode("[" + text + "]")
+    except msgspec.DecodeError:
         return None
     if len(values) != len(lines) or not all(type(value) is dict for value in values):
         return None
-    return _Page(values, strict)
+    return values
 
 
 def _text_row(

@@ -61,6 +61,18 @@ def test_non_finite_values_become_null_and_their_keys_stay():
     assert batch[-1][1]["text"] == "NaN and Infinity"
 
 
+def test_a_flat_page_with_nan_keeps_words_inside_strings():
+    nan_rows = [
+        '{"_step": 70, "loss": NaN, "acc": -Infinity, "grad": Infinity}',
+        '{"_step": 71, "note": "ok", "lr": 0.1}',
+    ]
+    _same(_batch([*FLAT, *nan_rows]), _one_by_one([*FLAT, *nan_rows]))
+    worded = [*nan_rows, '{"_step": 72, "NaN": "-Infinity", "x": NaN}']
+    batch = _batch(worded)
+    _same(batch, _one_by_one(worded))
+    assert batch[-1][1] == {"NaN": "-Infinity", "x": None}
+
+
 def test_huge_numbers_without_nan_in_the_page():
     lines = ['{"_step": 1, "big": 1e999}', '{"_step": 2, "x": -1E+400}', '{"_step": 3, "y": 2}']
     _same(_batch(lines), [(1, {"big": None}), (2, {"x": None}), (3, {"y": 2})])
