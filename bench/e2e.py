@@ -191,13 +191,20 @@ def main() -> None:
         action="store_true",
         help="every pipeline variant on the history dataset too (an hour more)",
     )
+    parser.add_argument("--history-only", action="store_true", help="skip the demo entity")
+    parser.add_argument(
+        "--loader", help="only the pipelines into this loader, e.g. target-wandb-duckdb"
+    )
     parser.add_argument("--results", help="also write the results (markdown) here")
     args = parser.parse_args()  # fmt: skip
     datasets = [
         (Dataset.demo(), pipelines(every=True), args.repeat or (1 if args.quick else 3)),
         (Dataset.history(10 if args.quick else 50, 5_000 if args.quick else 10_000),
          pipelines(every=args.every), args.repeat or (1 if args.quick else 2)),
-    ]  # fmt: skip
+    ][1 if args.history_only else 0 :]  # fmt: skip
+    if args.loader:
+        datasets = [(dataset, [pipe for pipe in chosen if pipe.loader == args.loader], repeat)
+                    for dataset, chosen, repeat in datasets]  # fmt: skip
     load_before = os.getloadavg()[0]
     lines = [
         "| dataset | pipeline | rows/s | tap alone rows/s | ratio | goal | CPU s | CPU ratio "
@@ -239,10 +246,13 @@ def main() -> None:
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of the results file (up to the next heading)."""
+    """Replace this benchmark's table in the results file: its section up to the next heading
+    (the ### notes below it are written by hand and kept)."""
     text = path.read_text() if path.exists() else ""
     before, found, rest = text.partition(SECTION + "\n")
-    after = rest[rest.find("\n## ") + 1 :] if found and "\n## " in rest else ""
+    # The next heading of either level ends the table.
+    ends = [rest.find(h) for h in ("\n### ", "\n## ") if found and h in rest]
+    after = rest[min(ends) + 1 :] if ends else ""
     path.write_text(before.rstrip("\n") + "\n\n" + section + ("\n" + after if after else ""))
 
 
