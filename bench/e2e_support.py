@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import psycopg
 
+from bench.launch import read_report, start
 from tap_wandb.emulator import DEMO_API_KEY
 
 HERE = Path(__file__).resolve().parent
@@ -179,29 +180,11 @@ def install_plugins(env: dict[str, str]) -> None:
         INSTALL_STAMP.write_text(want)
 
 
-# Runs a command as its child and writes its exit code and peak RSS (KB) to a file. A process
-# forked from this benchmark (duckdb, psycopg and the emulator imported) would report this one's
-# memory as its own peak; one forked from this small launcher reports its own.
-_LAUNCH = """
-import json, os, sys
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as out:
-    json.dump([os.waitstatus_to_exitcode(status), usage.ru_maxrss], out)
-"""
-
-
-def _start(command: list[str], report: Path, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", _LAUNCH, str(report), *command], **popen)
-
-
 def _finish(process: subprocess.Popen, report: Path) -> tuple[float, float]:
     """Waits; returns CPU seconds (the command's and its children's) and peak RSS in MB."""
     _, _, usage = os.wait4(process.pid, 0)
-    process.returncode, rss_kb = json.loads(report.read_text())
-    return usage.ru_utime + usage.ru_stime, rss_kb / 1024
+    process.returncode, rss, _ = read_report(report)
+    return usage.ru_utime + usage.ru_stime, rss
 
 
 def run_process(command: list[str], env: dict[str, str], stdout=None, cwd=None) -> Run:
@@ -209,7 +192,7 @@ def run_process(command: list[str], env: dict[str, str], stdout=None, cwd=None) 
     is that of the largest process in its tree (the kernel reports the largest reaped child)."""
     with tempfile.TemporaryDirectory() as tmp, open(Path(tmp, "log"), "w+b") as log:
         started = time.perf_counter()
-        process = _start(command, Path(tmp, "rusage"), env=env, cwd=cwd, stdout=stdout or log,
+        process = start(command, Path(tmp, "rusage"), env=env, cwd=cwd, stdout=stdout or log,
                          stderr=log)  # fmt: skip
         cpu, rss = _finish(process, Path(tmp, "rusage"))
         seconds = time.perf_counter() - started
@@ -226,8 +209,8 @@ def run_pipe(tap: list[str], loader: list[str], env: dict[str, str]) -> Run:
     with tempfile.TemporaryDirectory() as tmp, open(Path(tmp, "log"), "w+b") as log:
         reports = Path(tmp, "tap-rusage"), Path(tmp, "loader-rusage")
         started = time.perf_counter()
-        first = _start(tap, reports[0], env=env, stdout=subprocess.PIPE, stderr=log)
-        second = _start(loader, reports[1], env=env, stdin=first.stdout,
+        first = start(tap, reports[0], env=env, stdout=subprocess.PIPE, stderr=log)
+        second = start(loader, reports[1], env=env, stdin=first.stdout,
                         stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
         first.stdout.close()
         tap_cpu, tap_rss = _finish(first, reports[0])

@@ -25,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from bench.launch import read_report, start  # noqa: E402
 from tap_wandb.emulator import DEMO_API_KEY, DEMO_USER, bench_store  # noqa: E402
 
 PROJECT = f"{DEMO_USER}/bench"
@@ -35,19 +36,6 @@ HISTORY_MIXES = (
     ("all exported, 15% of rows NaN/Infinity", 1.0, 0.15),
 )
 E2E_SECTION = "\n## End to end"
-# Runs a command as its child and writes its exit code and peak RSS (KB) to a file: a process
-# forked from this benchmark (which holds a whole bench store at times) would report this
-# one's memory as its own peak (as in bench/e2e_support.py).
-LAUNCH = """
-import json, os, sys
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as out:
-    json.dump([os.waitstatus_to_exitcode(status), usage.ru_maxrss,
-               usage.ru_utime + usage.ru_stime], out)
-"""
 
 
 @contextmanager
@@ -137,8 +125,7 @@ def tap_sync(url: str, streams: set[str], **extra) -> dict:
         command = [sys.executable, "-m", "tap_wandb.tap", "--config", config, "--catalog", catalog]
         report = Path(tmp, "rusage")
         started = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-c", LAUNCH, str(report), *command],
-                                   stdout=subprocess.PIPE)  # fmt: skip
+        process = start(command, report, stdout=subprocess.PIPE)
         counts = dict.fromkeys(streams, 0)
         marks = {name: b'{"type":"RECORD","stream":"%s"' % name.encode() for name in streams}
         history_times: list[tuple[float, int]] = []  # (when, history rows up to that piece)
@@ -154,7 +141,7 @@ def tap_sync(url: str, streams: set[str], **extra) -> dict:
                 rss_at.append((counts.get("runs", 0), _rss_mb(process.pid), time.perf_counter()))
         process.wait()
         seconds = time.perf_counter() - started
-        status, rss_kb, cpu = json.loads(report.read_text())
+        status, rss_mb, cpu = read_report(report)
     if status != 0:
         raise RuntimeError(f"tap failed with status {status}")
     rate = None
@@ -162,7 +149,7 @@ def tap_sync(url: str, streams: set[str], **extra) -> dict:
         (first, first_rows), (last, _) = history_times[0], history_times[-1]
         rate = (counts["history"] - first_rows) / (last - first)
     rss_at = [(runs, rss) for runs, rss, _ in rss_at if rss]
-    return {"seconds": seconds, "cpu": cpu, "rss_mb": rss_kb / 1024, "records": counts,
+    return {"seconds": seconds, "cpu": cpu, "rss_mb": rss_mb, "records": counts,
             "history_rate": rate, "rss_at": rss_at}  # fmt: skip
 
 
