@@ -219,14 +219,14 @@ class Prefetcher:
     """Reads the history of upcoming runs on worker threads while earlier runs are written.
 
     Runs are submitted in the order they will be taken; each worker hands the items it reads
-    (rows, or for history batches of rows) over in chunks of ``chunk_rows`` items through a
+    (rows, or for history batches of rows) over in chunks of ``chunk_items`` items through a
     small queue, so memory stays bounded by workers x chunks, and the earliest
     submitted run always has a worker (no deadlock). A run that is skipped, or whose rows stop
     being read, is cancelled, which frees its worker.
     """
 
-    def __init__(self, workers: int, chunk_rows: int = 2_000, queued_chunks: int = 8) -> None:
-        self.chunk_rows = chunk_rows
+    def __init__(self, workers: int, chunk_items: int = 1, queued_chunks: int = 4) -> None:
+        self.chunk_items = chunk_items
         self.queued_chunks = queued_chunks
         self._tasks: queue.Queue[_Task] = queue.Queue()
         self._pending: dict[tuple, _Task] = {}  # submitted, not yet taken, in order
@@ -273,7 +273,7 @@ class Prefetcher:
                 try:
                     for row in task.read():
                         chunk.append(row)
-                        if len(chunk) >= self.chunk_rows:
+                        if len(chunk) >= self.chunk_items:
                             self._put(task, chunk)
                             chunk = []
                     self._put(task, chunk)

@@ -264,8 +264,9 @@ class TapWandb(Tap):
     @cached_property
     def prefetcher(self) -> Prefetcher | None:
         workers = self.config["history_concurrency"]
-        # History readers hand over batches of rows (about 1,000 each): one per chunk.
-        return Prefetcher(workers, chunk_rows=1, queued_chunks=4) if workers > 1 else None
+        # History readers hand over batches of rows (about 1,000 each); the defaults queue one
+        # batch per chunk, four chunks per run.
+        return Prefetcher(workers) if workers > 1 else None
 
     @cached_property
     def entity(self) -> str:

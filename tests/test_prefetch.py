@@ -37,7 +37,7 @@ def _run_with_timeout(target, seconds: float = 20) -> None:
 
 
 def test_rows_come_back_complete_and_in_order():
-    prefetcher = Prefetcher(workers=3, chunk_rows=7, queued_chunks=2)
+    prefetcher = Prefetcher(workers=3, chunk_items=7, queued_chunks=2)
     for key in range(5):
         prefetcher.submit(("run", key), _rows(100 + key))
 
@@ -53,7 +53,7 @@ def test_rows_come_back_complete_and_in_order():
 
 def test_skipped_and_abandoned_runs_free_their_workers():
     # Two workers; runs 0 and 1 would each block a worker for ever if nobody let them go.
-    prefetcher = Prefetcher(workers=2, chunk_rows=10, queued_chunks=1)
+    prefetcher = Prefetcher(workers=2, chunk_items=10, queued_chunks=1)
     for key in range(6):
         prefetcher.submit(key, _rows(100_000))
 
@@ -83,7 +83,7 @@ def test_memory_stays_bounded_by_the_queue():
                 overran.set()
             yield step, {"x": step}
 
-    prefetcher = Prefetcher(workers=1, chunk_rows=10, queued_chunks=2)
+    prefetcher = Prefetcher(workers=1, chunk_items=10, queued_chunks=2)
     prefetcher.submit("run", read)
     assert filled.wait(30), "the worker never read ahead"
     # Time for a worker that ignores the bound to run past it (a slow machine only hides it).
@@ -94,7 +94,7 @@ def test_memory_stays_bounded_by_the_queue():
 
 
 def test_a_reading_error_is_raised_to_the_consumer():
-    prefetcher = Prefetcher(workers=2, chunk_rows=5)
+    prefetcher = Prefetcher(workers=2, chunk_items=5)
     prefetcher.submit("bad", _rows(50, fail_at=23))
     prefetcher.submit("good", _rows(10))
     rows = []
